@@ -1,0 +1,177 @@
+// `ptq`: the command line of PTQ Service. `quantize` runs the whole job in this process; `eval`
+// measures a model's perplexity. Flags are parsed here and passed down as values.
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
+#include <iostream>
+#include <thread>
+
+#include "common/logging.h"
+#include "common/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "worker/llama_model.h"
+#include "worker/perplexity.h"
+#include "worker/progress.h"
+#include "worker/quantize_pipeline.h"
+
+namespace {
+
+using ptq::worker::QuantizeOptions;
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "ptq: error: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+int RunEval(const std::string& model_dir, const std::string& text, int64_t seq_len,
+            int64_t max_windows, bool json) {
+  auto start = std::chrono::steady_clock::now();
+  auto model = ptq::worker::LlamaModel::Open(model_dir);
+  if (!model.ok()) return Fail(model.status());
+  auto tokenizer = ptq::TokenizerForModel(model_dir, (*model)->config().vocab_size);
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  auto tokens = ptq::LoadTokens(text, **tokenizer, (*model)->config().vocab_size);
+  if (!tokens.ok()) return Fail(tokens.status());
+  ptq::worker::PerplexityOptions po;
+  po.seq_len = seq_len;
+  po.max_windows = max_windows;
+  ptq::worker::Progress progress("eval", (*model)->config().num_hidden_layers);
+  po.on_progress = [&](int64_t done, int64_t total) {
+    progress.Advance(1, "block " + std::to_string(done) + "/" + std::to_string(total));
+  };
+  auto result = ptq::worker::EvaluatePerplexity(**model, *tokens, po);
+  if (!result.ok()) return Fail(result.status());
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (json) {
+    nlohmann::json j = {{"model", model_dir},       {"text", text},
+                        {"seq_len", seq_len},       {"windows", result->windows},
+                        {"perplexity", result->perplexity}, {"seconds", seconds}};
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::printf("perplexity %.4f on %s (%lld windows of %lld tokens), %.1f s\n", result->perplexity,
+                text.c_str(), static_cast<long long>(result->windows),
+                static_cast<long long>(seq_len), seconds);
+  }
+  return 0;
+}
+
+int RunQuantize(const QuantizeOptions& o, bool json) {
+  auto report = ptq::worker::RunQuantize(o);
+  if (!report.ok()) return Fail(report.status());
+  const auto& r = *report;
+  if (json) {
+    nlohmann::json layers = nlohmann::json::array();
+    for (const auto& l : r.layers) {
+      layers.push_back({{"name", l.name}, {"loss", l.loss}, {"relative_loss", l.relative_loss},
+                        {"seconds", l.seconds}});
+    }
+    nlohmann::json j = {
+        {"model", o.model_dir},
+        {"calib", o.calib_path},
+        {"out", r.out_dir},
+        {"method", o.method},
+        {"bits", o.gptq.grid.bits},
+        {"group_size", o.gptq.group_size},
+        {"sym", o.gptq.grid.sym},
+        {"mse_grid", o.gptq.grid.mse},
+        {"act_order", o.gptq.act_order},
+        {"static_groups", o.gptq.static_groups},
+        {"damp_percent", o.gptq.damp},
+        {"samples", o.samples},
+        {"seq_len", o.seq_len},
+        {"seed", o.seed},
+        {"seconds", r.seconds},
+        {"phase_seconds",
+         {{"forward", r.forward_seconds},
+          {"statistics", r.statistics_seconds},
+          {"quantize", r.quantize_seconds},
+          {"eval", r.eval_seconds},
+          {"write", r.write_seconds}}},
+        {"block_seconds", r.block_seconds},
+        {"layers", layers}};
+    if (r.perplexity_fp >= 0) j["perplexity_fp"] = r.perplexity_fp;
+    if (r.perplexity_quant >= 0) j["perplexity_quant"] = r.perplexity_quant;
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::printf("\n%s W%d g%lld on %s\n", o.method.c_str(), o.gptq.grid.bits,
+                static_cast<long long>(o.gptq.group_size), o.model_dir.c_str());
+    if (r.perplexity_fp >= 0) std::printf("  perplexity before: %.4f\n", r.perplexity_fp);
+    if (r.perplexity_quant >= 0) std::printf("  perplexity after:  %.4f\n", r.perplexity_quant);
+    std::printf("  time: %.1f s (quantization %.1f s, statistics %.1f s, forward %.1f s, eval %.1f s)\n",
+                r.seconds, r.quantize_seconds, r.statistics_seconds, r.forward_seconds,
+                r.eval_seconds);
+    std::printf("  checkpoint: %s\n", r.out_dir.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+// libgomp reads OMP_WAIT_POLICY once, when it loads: spinning OpenMP workers otherwise compete with
+// OpenBLAS's threads for the cores (measured 2-3x slower on 2 cores). So set it and re-execute.
+void PreferPassiveOpenMpWaiting(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+}
+
+int main(int argc, char** argv) {
+  PreferPassiveOpenMpWaiting(argv);
+  CLI::App app{"PTQ Service: post-training weight quantization of large language models"};
+  app.require_subcommand(1);
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
+  std::string log_level = "info";
+  app.add_option("--threads", threads, "CPU threads for tensor work (default: all cores)");
+  app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
+
+  QuantizeOptions q;
+  bool q_json = false;
+  auto* quantize = app.add_subcommand("quantize", "quantize a model in this process");
+  quantize->add_option("--model", q.model_dir, "Hugging Face model folder")->required();
+  quantize->add_option("--calib", q.calib_path, "calibration text (or .ids token file)")->required();
+  quantize->add_option("--out", q.out_dir, "output folder")->required();
+  quantize->add_option("--method", q.method, "rtn or gptq")->capture_default_str();
+  quantize->add_option("--bits", q.gptq.grid.bits, "2, 3, 4 or 8")->capture_default_str();
+  quantize->add_option("--group-size", q.gptq.group_size, "columns per group; -1 per channel")
+      ->capture_default_str();
+  quantize->add_flag("--sym", q.gptq.grid.sym, "symmetric grid (zero point 2^(b-1))");
+  quantize->add_flag("--mse", q.gptq.grid.mse, "search the grid range (GPTQ's MSE grid)");
+  quantize->add_flag("--act-order", q.gptq.act_order, "quantize columns by decreasing H_ii");
+  quantize->add_flag("--static-groups", q.gptq.static_groups, "group grids fixed before GPTQ");
+  quantize->add_option("--damp", q.gptq.damp, "damping fraction of mean(diag H)")
+      ->capture_default_str();
+  quantize->add_option("--samples", q.samples, "calibration windows")->capture_default_str();
+  quantize->add_option("--seq-len", q.seq_len, "tokens per calibration window")
+      ->capture_default_str();
+  quantize->add_option("--seed", q.seed, "seed of the calibration sampling")->capture_default_str();
+  quantize->add_option("--eval", q.eval_path, "text to measure perplexity on, before and after");
+  quantize->add_option("--eval-seq-len", q.eval_seq_len, "evaluation window (default: --seq-len)");
+  quantize->add_option("--eval-windows", q.eval_max_windows, "evaluate at most this many windows");
+  quantize->add_flag("--force", q.force, "replace a model already in --out");
+  quantize->add_flag("--partial-groups", q.partial_groups,
+                     "allow a shorter last group where --group-size does not divide a layer");
+  quantize->add_flag("--json", q_json, "print one JSON object");
+
+  std::string e_model, e_text;
+  int64_t e_seq_len = 256, e_windows = 0;
+  bool e_json = false;
+  auto* eval = app.add_subcommand("eval", "perplexity of a model on a text");
+  eval->add_option("--model", e_model, "model folder (Hugging Face or a ptq output)")->required();
+  eval->add_option("--text", e_text, "evaluation text (or .ids token file)")->required();
+  eval->add_option("--seq-len", e_seq_len, "tokens per window")->capture_default_str();
+  eval->add_option("--windows", e_windows, "evaluate at most this many windows");
+  eval->add_flag("--json", e_json, "print one JSON object");
+
+  CLI11_PARSE(app, argc, argv);
+  ptq::InitLogging(log_level);
+  at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
+  if (*quantize) return RunQuantize(q, q_json);
+  if (*eval) return RunEval(e_model, e_text, e_seq_len, e_windows, e_json);
+  return 2;
+}

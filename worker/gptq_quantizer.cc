@@ -1,0 +1,192 @@
+#include "worker/gptq_quantizer.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace ptq::worker {
+
+absl::StatusOr<at::Tensor> InverseCholeskyUpper(const at::Tensor& hessian, double damp,
+                                                const std::string& what) {
+  at::Tensor h = hessian.to(at::kDouble);
+  const int64_t n = h.size(0);
+  const double mean_diag = h.diagonal().mean().item<double>();
+  double lambda = damp;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    at::Tensor damped = h + at::eye(n, h.options()) * (lambda * mean_diag);
+    try {
+      at::Tensor l = at::linalg_cholesky(damped, /*upper=*/false);
+      at::Tensor inv = at::cholesky_inverse(l, /*upper=*/false);
+      return at::linalg_cholesky(inv, /*upper=*/true);
+    } catch (const c10::Error&) {
+      double next = lambda == 0 ? 1e-4 : lambda * 2;
+      spdlog::warn("{}: Cholesky failed with damping {:g}; retrying with {:g}", what, lambda, next);
+      lambda = next;
+    }
+  }
+  return absl::InternalError(absl::StrFormat(
+      "%s: the Hessian is not positive definite even with damping %g (non-finite inputs?)", what,
+      lambda));
+}
+
+absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at::Tensor& hessian,
+                                             const GptqOptions& opt, const std::string& what) {
+  const int64_t rows = weight.size(0);
+  const int64_t cols = weight.size(1);
+  if (hessian.dim() != 2 || hessian.size(0) != cols || hessian.size(1) != cols) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": Hessian shape does not match weight"));
+  }
+  const bool grouped = opt.group_size > 0 && opt.group_size < cols;
+  const int64_t g = grouped ? opt.group_size : cols;
+  // A last group shorter than g is allowed here (GPTQ's reference does the same); whether a job may
+  // use one is decided by the option validation, since fast inference kernels reject them.
+  const int64_t groups = (cols + g - 1) / g;
+  const int maxq = opt.grid.MaxQ();
+
+  at::Tensor w = weight.to(at::kFloat).clone();
+  at::Tensor h = hessian.to(at::kDouble).clone();
+  // Dead inputs never reach the layer: any value there is free, so zero it and make H invertible.
+  at::Tensor dead = h.diagonal() == 0;
+  h.diagonal().masked_fill_(dead, 1.0);
+  w.masked_fill_(dead.unsqueeze(0), 0.0f);
+
+  // Static groups: grids from the (dead-zeroed) original weights, per original column group.
+  std::vector<GridParams> static_grids;
+  if (opt.static_groups && grouped) {
+    at::Tensor wc = w.contiguous();
+    static_grids.resize(rows * groups);
+    std::vector<float> buf(g);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        static_grids[r * groups + gi] = FitGrid(wc.data_ptr<float>() + r * cols + gi * g,
+                                                std::min(g, cols - gi * g), opt.grid);
+      }
+    }
+  }
+
+  at::Tensor perm;
+  if (opt.act_order) {
+    perm = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+    w = w.index_select(1, perm);
+    h = h.index_select(0, perm).index_select(1, perm);
+  } else {
+    perm = at::arange(cols, at::kLong);
+  }
+  auto u_or = InverseCholeskyUpper(h, opt.damp, what);
+  if (!u_or.ok()) return u_or.status();
+  at::Tensor u = u_or->to(at::kFloat).contiguous();
+  const int64_t* pperm = perm.data_ptr<int64_t>();
+
+  // Blocks hold whole groups, so a group's grid is always fitted on fully compensated weights.
+  int64_t block = opt.block_size;
+  if (grouped) block = g <= block ? g * (block / g) : g;
+
+  at::Tensor q_perm = at::empty({rows, cols}, at::kFloat);     // dequantized, permuted order
+  at::Tensor codes_perm = at::empty({rows, cols}, at::kByte);
+  at::Tensor scales = at::empty({rows, groups}, at::kFloat);
+  at::Tensor zeros = at::empty({rows, groups}, at::kFloat);
+  float* ps = scales.data_ptr<float>();
+  float* pz = zeros.data_ptr<float>();
+
+  std::vector<GridParams> row_grid(rows);
+  if (!grouped) {  // per-channel: one grid per row from the weights before any compensation
+    at::Tensor wc = w.contiguous();
+    for (int64_t r = 0; r < rows; ++r) {
+      row_grid[r] = FitGrid(wc.data_ptr<float>() + r * cols, cols, opt.grid);
+      ps[r] = row_grid[r].scale;
+      pz[r] = row_grid[r].zero;
+    }
+  }
+
+  std::vector<float> gather(g);
+  for (int64_t b0 = 0; b0 < cols; b0 += block) {
+    const int64_t b1 = std::min(b0 + block, cols);
+    const int64_t count = b1 - b0;
+    // Transposed block: row i holds column b0 + i, so the rank-1 updates run over contiguous memory.
+    at::Tensor wt = w.narrow(1, b0, count).t().contiguous();  // [count, rows]
+    at::Tensor et = at::empty({count, rows}, at::kFloat);
+    at::Tensor qt = at::empty({count, rows}, at::kFloat);
+    at::Tensor ct = at::empty({count, rows}, at::kByte);
+    float* pw = wt.data_ptr<float>();
+    float* pe = et.data_ptr<float>();
+    float* pq = qt.data_ptr<float>();
+    uint8_t* pc = ct.data_ptr<uint8_t>();
+    const float* pu = u.data_ptr<float>();
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t c = b0 + i;
+      if (grouped && c % g == 0) {
+        const int64_t gi = c / g;
+        for (int64_t r = 0; r < rows; ++r) {
+          if (!static_grids.empty()) {
+            // With act-order, permuted column c belongs to original group perm[c] / g; without, the
+            // same. Grids are looked up per column below, so nothing to fit here.
+            continue;
+          }
+          const int64_t len = std::min(g, cols - c);
+          for (int64_t k = 0; k < len; ++k) gather[k] = pw[(i + k) * rows + r];
+          row_grid[r] = FitGrid(gather.data(), len, opt.grid);
+          ps[r * groups + gi] = row_grid[r].scale;
+          pz[r * groups + gi] = row_grid[r].zero;
+        }
+      }
+      if (!static_grids.empty()) {
+        const int64_t orig_group = pperm[c] / g;
+        for (int64_t r = 0; r < rows; ++r) row_grid[r] = static_grids[r * groups + orig_group];
+      }
+      const float d = pu[c * cols + c];
+      float* wi = pw + i * rows;
+      float* ei = pe + i * rows;
+      for (int64_t r = 0; r < rows; ++r) {
+        float code = QuantizeToCode(wi[r], row_grid[r], maxq);
+        float deq = DequantizeCode(code, row_grid[r]);
+        pc[i * rows + r] = static_cast<uint8_t>(code);
+        pq[i * rows + r] = deq;
+        ei[r] = (wi[r] - deq) / d;
+      }
+      for (int64_t j = i + 1; j < count; ++j) {
+        const float coef = pu[c * cols + b0 + j];
+        float* wj = pw + j * rows;
+        for (int64_t r = 0; r < rows; ++r) wj[r] -= ei[r] * coef;
+      }
+    }
+    q_perm.narrow(1, b0, count).copy_(qt.t());
+    codes_perm.narrow(1, b0, count).copy_(ct.t());
+    if (b1 < cols) {
+      // Lazy update of the columns after the block: W[:, b1:] -= E U[b0:b1, b1:].
+      at::Tensor rest = w.narrow(1, b1, cols - b1);
+      rest.sub_(at::matmul(et.t(), u.narrow(0, b0, count).narrow(1, b1, cols - b1)));
+    }
+  }
+
+  QuantizedLinear out;
+  at::Tensor inv_perm = at::argsort(perm);
+  out.weight = q_perm.index_select(1, inv_perm).contiguous();
+  out.codes = codes_perm.index_select(1, inv_perm).contiguous();
+  out.group_size = g;
+  out.bits = opt.grid.bits;
+  out.sym = opt.grid.sym;
+  at::Tensor g_idx = at::empty({cols}, at::kInt);
+  int32_t* pg = g_idx.data_ptr<int32_t>();
+  for (int64_t j = 0; j < cols; ++j) {
+    pg[pperm[j]] = static_cast<int32_t>(static_grids.empty() ? j / g : pperm[j] / g);
+  }
+  out.g_idx = g_idx;
+  if (!static_grids.empty()) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        ps[r * groups + gi] = static_grids[r * groups + gi].scale;
+        pz[r * groups + gi] = static_grids[r * groups + gi].zero;
+      }
+    }
+  }
+  out.scales = scales;
+  out.zeros = zeros;
+  out.loss = LayerLoss(weight, out.weight, hessian);
+  return out;
+}
+
+}  // namespace ptq::worker

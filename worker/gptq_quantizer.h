@@ -1,0 +1,32 @@
+// GPTQ (Frantar et al., arXiv 2210.17323) exactly as docs/algorithms.md states it: dead columns,
+// damping, optional act-order, upper Cholesky factor of H^-1, column loop in lazy blocks, group grids
+// from the current (compensated) weights or static groups from the original ones.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "worker/quantized_linear.h"
+
+namespace ptq::worker {
+
+struct GptqOptions {
+  GridOptions grid;
+  int64_t group_size = 128;  // <= 0 or >= in: one grid per row
+  bool act_order = false;    // quantize columns by decreasing H_ii
+  bool static_groups = false;  // group grids from the original weights, fixed before the loop
+  double damp = 0.01;        // lambda: H += lambda * mean(diag H) * I
+  int64_t block_size = 128;  // lazy-update block (rounded to whole groups)
+};
+
+// The upper Cholesky factor U of (H + damp)^-1, float64. On a Cholesky failure the damping is raised
+// step by step (and logged) up to a limit. `what` names the layer in messages.
+absl::StatusOr<at::Tensor> InverseCholeskyUpper(const at::Tensor& hessian, double damp,
+                                                const std::string& what);
+
+// weight: [out, in]; hessian: [in, in] (any float dtype), H = (2/n) sum x x^T.
+absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at::Tensor& hessian,
+                                             const GptqOptions& options,
+                                             const std::string& what = "layer");
+
+}  // namespace ptq::worker

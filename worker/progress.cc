@@ -1,0 +1,22 @@
+#include "worker/progress.h"
+
+#include <spdlog/spdlog.h>
+
+namespace ptq::worker {
+
+Progress::Progress(std::string task, int64_t total_units)
+    : task_(std::move(task)), total_(total_units), start_(std::chrono::steady_clock::now()) {}
+
+double Progress::ElapsedSeconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+void Progress::Advance(int64_t units, const std::string& detail) {
+  done_ += units;
+  const double elapsed = ElapsedSeconds();
+  const double eta = done_ > 0 ? elapsed * static_cast<double>(total_ - done_) / done_ : 0.0;
+  spdlog::info("{} {:3.0f}% · {} · {:.1f} s elapsed · ETA {:.1f} s", task_,
+               100.0 * static_cast<double>(done_) / static_cast<double>(total_), detail, elapsed, eta);
+}
+
+}  // namespace ptq::worker

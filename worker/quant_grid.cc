@@ -1,0 +1,69 @@
+#include "worker/quant_grid.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "common/dtype.h"
+
+namespace ptq::worker {
+namespace {
+
+float RoundScale(float scale, const GridOptions& o) {
+  if (!o.fp16_scales) return scale;
+  float rounded = HalfToFloat(FloatToHalf(scale));
+  // Never let a tiny range collapse to a zero scale; 2^-24 is float16's smallest subnormal.
+  return rounded > 0.0f ? rounded : 5.9604645e-8f;
+}
+
+}  // namespace
+
+GridParams GridFromRange(float lo, float hi, const GridOptions& o) {
+  const int maxq = o.MaxQ();
+  lo = std::min(lo, 0.0f);
+  hi = std::max(hi, 0.0f);
+  if (o.sym) {
+    hi = std::max(-lo, hi);
+    if (lo < 0) lo = -hi;
+  }
+  if (lo == 0.0f && hi == 0.0f) {
+    lo = -1.0f;
+    hi = 1.0f;
+  }
+  GridParams g;
+  g.scale = RoundScale((hi - lo) / static_cast<float>(maxq), o);
+  g.zero = o.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-lo / g.scale);
+  return g;
+}
+
+GridParams FitGrid(const float* w, int64_t n, const GridOptions& o) {
+  float lo = std::numeric_limits<float>::infinity();
+  float hi = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, w[i]);
+    hi = std::max(hi, w[i]);
+  }
+  GridParams best = GridFromRange(lo, hi, o);
+  if (!o.mse) return best;
+  const int maxq = o.MaxQ();
+  lo = std::min(lo, 0.0f);
+  hi = std::max(hi, 0.0f);
+  double best_err = std::numeric_limits<double>::infinity();
+  const int steps = static_cast<int>(o.mse_max_shrink * o.mse_grid);
+  for (int i = 0; i < steps; ++i) {
+    float p = 1.0f - static_cast<float>(i) / static_cast<float>(o.mse_grid);
+    GridParams g = GridFromRange(p * lo, p * hi, o);
+    if (o.sym) g.zero = best.zero;
+    double err = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      float d = DequantizeCode(QuantizeToCode(w[k], g, maxq), g) - w[k];
+      err += std::pow(std::fabs(static_cast<double>(d)), o.mse_norm);
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = g;
+    }
+  }
+  return best;
+}
+
+}  // namespace ptq::worker

@@ -1,0 +1,43 @@
+// The uniform b-bit grid every method shares (docs/algorithms.md, "Grid"):
+// q = clamp(round(w / s) + z, 0, 2^b - 1), w_hat = s * (q - z).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace ptq::worker {
+
+struct GridOptions {
+  int bits = 4;
+  bool sym = false;
+  // GPTQ's "MSE" search: shrink the range by 1, 0.99, ... down to 1 - max_shrink and keep the one with
+  // the smallest sum |w_hat - w|^norm.
+  bool mse = false;
+  double mse_norm = 2.4;
+  int mse_grid = 100;
+  double mse_max_shrink = 0.8;
+  // Round scales to float16 when fitting, so quantization uses exactly the scales a GPTQ checkpoint
+  // stores and the written model reproduces the measured one.
+  bool fp16_scales = true;
+
+  int MaxQ() const { return (1 << bits) - 1; }
+};
+
+struct GridParams {
+  float scale = 1.0f;
+  float zero = 0.0f;  // integer-valued
+};
+
+// Fits the grid of one row or group from its n current weights.
+GridParams FitGrid(const float* w, int64_t n, const GridOptions& options);
+
+// Grid of a given range (min-max, 0 included as in GPTQ's reference), before any search.
+GridParams GridFromRange(float lo, float hi, const GridOptions& options);
+
+inline float QuantizeToCode(float w, GridParams g, int maxq) {
+  float q = std::nearbyint(w / g.scale) + g.zero;  // round half to even, as torch.round
+  return q < 0.0f ? 0.0f : (q > static_cast<float>(maxq) ? static_cast<float>(maxq) : q);
+}
+inline float DequantizeCode(float q, GridParams g) { return g.scale * (q - g.zero); }
+
+}  // namespace ptq::worker

@@ -1,0 +1,246 @@
+#include "worker/quantize_pipeline.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/model_files.h"
+#include "common/status_macros.h"
+#include "common/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "worker/calibration.h"
+#include "worker/dequantized_checkpoint.h"
+#include "worker/hessian_accumulator.h"
+#include "worker/llama_block.h"
+#include "worker/llama_model.h"
+#include "worker/output_folder.h"
+#include "worker/perplexity.h"
+#include "worker/progress.h"
+#include "worker/rtn_quantizer.h"
+
+namespace ptq::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+constexpr LinearSlot kSlotOrder[] = {LinearSlot::kAttnIn, LinearSlot::kAttnOut, LinearSlot::kMlpIn,
+                                     LinearSlot::kMlpHidden};
+
+// Feeds one slot's inputs into a Hessian accumulator and times the accumulation apart from the forward.
+class SlotStatistics final : public BlockObserver {
+ public:
+  SlotStatistics(LinearSlot slot, int64_t dim) : slot_(slot), hessian_(dim) {}
+  void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
+    if (slot != slot_) return;
+    auto t = Clock::now();
+    hessian_.Add(x);
+    seconds_ += Since(t);
+  }
+  const HessianAccumulator& hessian() const { return hessian_; }
+  double seconds() const { return seconds_; }
+
+ private:
+  LinearSlot slot_;
+  HessianAccumulator hessian_;
+  double seconds_ = 0;
+};
+
+int64_t SlotInputDim(LinearSlot slot, const ModelConfig& c) {
+  switch (slot) {
+    case LinearSlot::kAttnIn:
+    case LinearSlot::kMlpIn: return c.hidden_size;
+    case LinearSlot::kAttnOut: return c.num_attention_heads * c.head_dim;
+    case LinearSlot::kMlpHidden: return c.intermediate_size;
+  }
+  return 0;
+}
+
+// Runs the block over all calibration windows in batches. With an observer and a stop slot it only
+// feeds statistics; otherwise it overwrites `hidden` with the block output.
+void ForwardAll(at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c,
+                const RopeTable& rope, int64_t batch, BlockObserver* observer,
+                std::optional<LinearSlot> stop_after) {
+  const int64_t n = hidden.size(0);
+  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+    const int64_t bn = std::min(batch, n - b0);
+    at::Tensor out = BlockForward(hidden.narrow(0, b0, bn), w, c, rope, observer, stop_after);
+    if (!stop_after.has_value()) hidden.narrow(0, b0, bn).copy_(out);
+  }
+}
+
+nlohmann::json OptionsJson(const QuantizeOptions& o) {
+  return {{"method", o.method},
+          {"bits", o.gptq.grid.bits},
+          {"group_size", o.gptq.group_size},
+          {"sym", o.gptq.grid.sym},
+          {"mse_grid", o.gptq.grid.mse},
+          {"act_order", o.gptq.act_order},
+          {"static_groups", o.gptq.static_groups},
+          {"damp_percent", o.gptq.damp},
+          {"samples", o.samples},
+          {"seq_len", o.seq_len},
+          {"seed", o.seed},
+          {"partial_groups", o.partial_groups}};
+}
+
+absl::StatusOr<double> Perplexity(const std::string& model_dir, const QuantizeOptions& o,
+                                  const std::string& label) {
+  PTQ_ASSIGN_OR_RETURN(auto model, LlamaModel::Open(model_dir));
+  PTQ_ASSIGN_OR_RETURN(auto tokenizer, TokenizerForModel(model_dir, model->config().vocab_size));
+  PTQ_ASSIGN_OR_RETURN(auto tokens, LoadTokens(o.eval_path, *tokenizer, model->config().vocab_size));
+  PerplexityOptions po;
+  po.seq_len = o.eval_seq_len > 0 ? o.eval_seq_len : o.seq_len;
+  po.max_windows = o.eval_max_windows;
+  Progress progress(absl::StrCat("eval ", label), model->config().num_hidden_layers);
+  po.on_progress = [&](int64_t done, int64_t total) {
+    progress.Advance(1, absl::StrCat("block ", done, "/", total));
+  };
+  PTQ_ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(*model, tokens, po));
+  spdlog::info("perplexity ({}) = {:.4f} over {} windows of {}", label, r.perplexity, r.windows,
+               po.seq_len);
+  return r.perplexity;
+}
+
+}  // namespace
+
+absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig& c) {
+  if (o.method != "rtn" && o.method != "gptq") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown method \"", o.method, "\" (supported: rtn, gptq)"));
+  }
+  const int bits = o.gptq.grid.bits;
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported bits ", bits, " (use 2, 3, 4 or 8)"));
+  }
+  if (o.samples <= 0 || o.seq_len <= 0) {
+    return absl::InvalidArgumentError("--samples and --seq-len must be positive");
+  }
+  if (o.gptq.damp < 0) return absl::InvalidArgumentError("damping must be non-negative");
+  const int64_t g = o.gptq.group_size;
+  if (g > 0) {
+    for (int64_t dim : {c.hidden_size, c.num_attention_heads * c.head_dim, c.intermediate_size}) {
+      if (dim % g != 0 && !o.partial_groups) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "group size ", g, " does not divide the input size ", dim,
+            " of some linear layers (use --partial-groups for a shorter last group, which vLLM's "
+            "kernels do not load, or a group size that divides it)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
+  const auto job_start = Clock::now();
+  QuantizeReport report;
+  PTQ_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(o.model_dir));
+  PTQ_RETURN_IF_ERROR(ValidateQuantizeOptions(o, config));
+  PTQ_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> files_owned, ModelFiles::Open(o.model_dir));
+  std::shared_ptr<const ModelFiles> files(std::move(files_owned));
+  LlamaModel model(config, std::make_unique<SafetensorsWeightSource>(files));
+  PTQ_ASSIGN_OR_RETURN(auto tokenizer, TokenizerForModel(o.model_dir, config.vocab_size));
+  PTQ_ASSIGN_OR_RETURN(auto calib_tokens, LoadTokens(o.calib_path, *tokenizer, config.vocab_size));
+  PTQ_ASSIGN_OR_RETURN(at::Tensor calib_ids,
+                       SampleCalibrationWindows(calib_tokens, o.samples, o.seq_len, o.seed));
+  if (!o.eval_path.empty()) {  // read the evaluation text now, so a bad path fails before the work
+    PTQ_RETURN_IF_ERROR(LoadTokens(o.eval_path, *tokenizer, config.vocab_size).status());
+  }
+  PTQ_ASSIGN_OR_RETURN(OutputFolder output, OutputFolder::Prepare(o.out_dir, o.force));
+  report.out_dir = output.final_dir();
+  PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));
+  DequantizedCheckpoint sink(output.staging_dir(), config_text, OptionsJson(o).dump());
+
+  if (!o.eval_path.empty()) {
+    auto t = Clock::now();
+    PTQ_ASSIGN_OR_RETURN(report.perplexity_fp, Perplexity(o.model_dir, o, "full precision"));
+    report.eval_seconds += Since(t);
+  }
+
+  spdlog::info("quantizing {} blocks with {} W{} g{} on {} x {} calibration tokens",
+               config.num_hidden_layers, o.method, o.gptq.grid.bits, o.gptq.group_size, o.samples,
+               o.seq_len);
+  RopeTable rope = BuildRopeTable(config, o.seq_len);
+  auto t_embed = Clock::now();
+  PTQ_ASSIGN_OR_RETURN(at::Tensor hidden, model.Embed(calib_ids));
+  report.forward_seconds += Since(t_embed);
+  Progress progress("quantize", config.num_hidden_layers * 7);
+  std::set<std::string> quantized_names;
+  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    const auto block_start = Clock::now();
+    PTQ_ASSIGN_OR_RETURN(BlockWeights w, model.Block(layer));
+    for (LinearSlot slot : kSlotOrder) {
+      at::Tensor hessian;
+      if (o.method == "gptq") {
+        SlotStatistics stats(slot, SlotInputDim(slot, config));
+        auto t = Clock::now();
+        ForwardAll(hidden, w, config, rope, o.batch_windows, &stats, slot);
+        report.statistics_seconds += stats.seconds();
+        report.forward_seconds += Since(t) - stats.seconds();
+        hessian = stats.hessian().Hessian();
+      }
+      for (LinearKind kind : kAllLinears) {
+        if (SlotOf(kind) != slot) continue;
+        const std::string name = LinearWeightName(layer, kind);
+        auto t = Clock::now();
+        QuantizedLinear q;
+        if (o.method == "gptq") {
+          PTQ_ASSIGN_OR_RETURN(q, GptqQuantize(w.Linear(kind), hessian, o.gptq, name));
+        } else {
+          q = RtnQuantize(w.Linear(kind), o.gptq.grid, o.gptq.group_size);
+        }
+        LayerReport lr;
+        lr.name = name;
+        lr.seconds = Since(t);
+        report.quantize_seconds += lr.seconds;
+        if (hessian.defined()) {
+          lr.loss = q.loss;
+          const double base = LayerLoss(w.Linear(kind), at::zeros_like(w.Linear(kind)), hessian);
+          lr.relative_loss = base > 0 ? q.loss / base : 0;
+        }
+        report.layers.push_back(lr);
+        PTQ_RETURN_IF_ERROR(sink.AddQuantized(name, q));
+        quantized_names.insert(name);
+        w.Linear(kind) = q.weight;
+        progress.Advance(1, hessian.defined()
+                                ? absl::StrFormat("block %d/%d %s rel. loss %.3g", layer + 1,
+                                                  config.num_hidden_layers, LinearName(kind),
+                                                  lr.relative_loss)
+                                : absl::StrFormat("block %d/%d %s", layer + 1,
+                                                  config.num_hidden_layers, LinearName(kind)));
+      }
+    }
+    auto t = Clock::now();
+    ForwardAll(hidden, w, config, rope, o.batch_windows, nullptr, std::nullopt);
+    report.forward_seconds += Since(t);
+    report.block_seconds.push_back(Since(block_start));
+  }
+
+  auto t_write = Clock::now();
+  for (const std::string& name : files->TensorNames()) {
+    if (quantized_names.count(name)) continue;
+    PTQ_ASSIGN_OR_RETURN(TensorView view, files->Get(name));
+    PTQ_RETURN_IF_ERROR(sink.AddTensor(view));
+  }
+  PTQ_RETURN_IF_ERROR(sink.Finish());
+  PTQ_RETURN_IF_ERROR(output.Commit());
+  report.write_seconds = Since(t_write);
+  spdlog::info("wrote {}", output.final_dir());
+
+  if (!o.eval_path.empty()) {
+    auto t = Clock::now();
+    PTQ_ASSIGN_OR_RETURN(report.perplexity_quant, Perplexity(output.final_dir(), o, "quantized"));
+    report.eval_seconds += Since(t);
+  }
+  report.seconds = Since(job_start);
+  return report;
+}
+
+}  // namespace ptq::worker

@@ -1,0 +1,62 @@
+// The one-process quantizer: calibrate, then per block collect statistics, quantize each linear layer
+// in order (q/k/v, o, gate/up, down — each on the inputs the already-quantized layers produce), run
+// the quantized block to feed the next block, and write the checkpoint. Perplexity before and after
+// when an evaluation text is given.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config.h"
+#include "worker/gptq_quantizer.h"
+
+namespace ptq::worker {
+
+struct QuantizeOptions {
+  std::string model_dir;
+  std::string calib_path;
+  std::string out_dir;
+  std::string eval_path;  // empty: no perplexity
+  std::string method = "gptq";  // rtn | gptq
+  GptqOptions gptq;  // grid (bits, sym, mse), group size, act-order, damping
+  int64_t samples = 128;
+  int64_t seq_len = 256;
+  int64_t eval_seq_len = 0;  // 0: seq_len
+  int64_t eval_max_windows = 0;  // 0: the whole text
+  uint64_t seed = 0;
+  bool force = false;
+  // Allow a shorter last group where group_size does not divide a layer's input size (as GPTQ's
+  // reference code does). vLLM's and ExLlama's kernels reject such checkpoints, so it is opt-in.
+  bool partial_groups = false;
+  int64_t batch_windows = 8;  // calibration windows per forward call
+};
+
+struct LayerReport {
+  std::string name;
+  double loss = 0;           // tr((W - W_hat) H (W - W_hat)^T)
+  double relative_loss = 0;  // loss / tr(W H W^T)
+  double seconds = 0;
+};
+
+struct QuantizeReport {
+  double perplexity_fp = -1;     // -1: not evaluated
+  double perplexity_quant = -1;
+  double seconds = 0;            // whole job
+  double forward_seconds = 0;    // block forwards on calibration data
+  double statistics_seconds = 0; // Hessian accumulation
+  double quantize_seconds = 0;   // the quantizers
+  double eval_seconds = 0;
+  double write_seconds = 0;
+  std::vector<double> block_seconds;
+  std::vector<LayerReport> layers;
+  std::string out_dir;
+};
+
+// Checks options against the model: method, bits, group size dividing every layer's input size.
+absl::Status ValidateQuantizeOptions(const QuantizeOptions& options, const ModelConfig& config);
+
+absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& options);
+
+}  // namespace ptq::worker
