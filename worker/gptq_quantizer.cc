@@ -14,6 +14,10 @@ absl::StatusOr<at::Tensor> InverseCholeskyUpper(const at::Tensor& hessian, doubl
                                                 const std::string& what) {
   at::Tensor h = hessian.to(at::kDouble);
   const int64_t n = h.size(0);
+  if (!at::isfinite(h).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the Hessian has non-finite entries (NaN or infinite activations in calibration)"));
+  }
   const double mean_diag = h.diagonal().mean().item<double>();
   double lambda = damp;
   for (int attempt = 0; attempt < 8; ++attempt) {
@@ -21,12 +25,14 @@ absl::StatusOr<at::Tensor> InverseCholeskyUpper(const at::Tensor& hessian, doubl
     try {
       at::Tensor l = at::linalg_cholesky(damped, /*upper=*/false);
       at::Tensor inv = at::cholesky_inverse(l, /*upper=*/false);
-      return at::linalg_cholesky(inv, /*upper=*/true);
+      at::Tensor u = at::linalg_cholesky(inv, /*upper=*/true);
+      if (at::isfinite(u).all().item<bool>()) return u;
+      spdlog::warn("{}: non-finite inverse Cholesky factor with damping {:g}", what, lambda);
     } catch (const c10::Error&) {
-      double next = lambda == 0 ? 1e-4 : lambda * 2;
-      spdlog::warn("{}: Cholesky failed with damping {:g}; retrying with {:g}", what, lambda, next);
-      lambda = next;
+      spdlog::warn("{}: Cholesky failed with damping {:g}", what, lambda);
     }
+    lambda = lambda == 0 ? 1e-4 : lambda * 2;
+    spdlog::warn("{}: retrying with damping {:g}", what, lambda);
   }
   return absl::InternalError(absl::StrFormat(
       "%s: the Hessian is not positive definite even with damping %g (non-finite inputs?)", what,

@@ -1,0 +1,115 @@
+// The one-process pipeline end to end on the demo model (few calibration windows to stay fast), and
+// the bad inputs it must refuse with a clear message.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/tokenizer.h"
+#include "tests/test_paths.h"
+#include "worker/llama_model.h"
+#include "worker/perplexity.h"
+#include "worker/quantize_pipeline.h"
+
+namespace ptq::worker {
+namespace {
+namespace fs = std::filesystem;
+
+std::string TempDir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("ptq_pipeline_test_" + name);
+  fs::remove_all(p);
+  return p.string();
+}
+
+QuantizeOptions DemoOptions(const std::string& out) {
+  QuantizeOptions o;
+  o.model_dir = testing::DemoModelDir();
+  o.calib_path = testing::DemoCalibText();
+  o.out_dir = out;
+  o.samples = 16;
+  o.seq_len = 128;
+  o.gptq.grid.bits = 4;
+  o.gptq.group_size = 64;
+  o.eval_path = testing::DemoValidText();
+  o.eval_max_windows = 32;
+  return o;
+}
+
+TEST(QuantizePipelineTest, GptqBeatsRtnAndOutputReproducesTheModel) {
+  QuantizeOptions gptq = DemoOptions(TempDir("gptq"));
+  gptq.gptq.grid.bits = 3;
+  auto g = RunQuantize(gptq);
+  ASSERT_TRUE(g.ok()) << g.status();
+  QuantizeOptions rtn = DemoOptions(TempDir("rtn"));
+  rtn.method = "rtn";
+  rtn.gptq.grid.bits = 3;
+  auto r = RunQuantize(rtn);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(g->perplexity_fp, r->perplexity_fp);
+  EXPECT_GT(g->perplexity_quant, g->perplexity_fp);
+  EXPECT_LT(g->perplexity_quant, r->perplexity_quant);
+  EXPECT_EQ(g->layers.size(), 4u * 7u);
+  for (const auto& l : g->layers) {
+    EXPECT_GT(l.loss, 0) << l.name;
+    EXPECT_LT(l.relative_loss, 0.2) << l.name;
+  }
+  EXPECT_TRUE(fs::exists(g->out_dir + "/config.json"));
+  EXPECT_FALSE(fs::exists(g->out_dir + ".partial"));
+}
+
+TEST(QuantizePipelineTest, EightBitsIsNearlyLossless) {
+  QuantizeOptions o = DemoOptions(TempDir("w8"));
+  o.gptq.grid.bits = 8;
+  auto r = RunQuantize(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR(r->perplexity_quant, r->perplexity_fp, 0.002 * r->perplexity_fp);
+}
+
+TEST(QuantizePipelineTest, RefusesToOverwriteAModelUnlessForced) {
+  QuantizeOptions o = DemoOptions(TempDir("overwrite"));
+  o.method = "rtn";
+  o.eval_path.clear();
+  ASSERT_TRUE(RunQuantize(o).ok());
+  auto again = RunQuantize(o);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(std::string(again.status().message()).find("--force"), std::string::npos);
+  o.force = true;
+  EXPECT_TRUE(RunQuantize(o).ok());
+}
+
+TEST(QuantizePipelineTest, BadInputsGiveErrorsNamingTheProblem) {
+  struct Case {
+    const char* name;
+    std::function<void(QuantizeOptions&)> change;
+    const char* words;
+  };
+  const std::string bad_model = TempDir("bad_model");
+  fs::create_directories(bad_model);
+  std::ofstream(bad_model + "/config.json") << R"({"model_type":"gpt_neox","hidden_size":8})";
+  const std::string short_text = TempDir("short.txt");
+  std::ofstream(short_text) << "too short";
+  const Case cases[] = {
+      {"missing model", [](QuantizeOptions& o) { o.model_dir = "/nonexistent/m"; }, "/nonexistent/m"},
+      {"unsupported type", [&](QuantizeOptions& o) { o.model_dir = bad_model; }, "gpt_neox"},
+      {"bits", [](QuantizeOptions& o) { o.gptq.grid.bits = 5; }, "bits 5"},
+      {"group", [](QuantizeOptions& o) { o.gptq.group_size = 100; }, "does not divide"},
+      {"method", [](QuantizeOptions& o) { o.method = "awq"; }, "awq"},
+      {"short calib", [&](QuantizeOptions& o) { o.calib_path = short_text; }, "shorter than one window"},
+      {"missing calib", [](QuantizeOptions& o) { o.calib_path = "/nonexistent/c.txt"; }, "/nonexistent/c.txt"},
+      {"missing eval", [](QuantizeOptions& o) { o.eval_path = "/nonexistent/v.txt"; }, "/nonexistent/v.txt"},
+  };
+  for (const auto& c : cases) {
+    QuantizeOptions o = DemoOptions(TempDir(std::string("bad_") + std::to_string(&c - cases)));
+    c.change(o);
+    auto r = RunQuantize(o);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_NE(std::string(r.status().message()).find(c.words), std::string::npos)
+        << c.name << ": " << r.status();
+    EXPECT_FALSE(fs::exists(o.out_dir + "/config.json")) << c.name;
+  }
+}
+
+}  // namespace
+}  // namespace ptq::worker
