@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <iostream>
 #include <thread>
@@ -22,6 +23,12 @@
 namespace {
 
 using ptq::worker::QuantizeOptions;
+
+double PeakRssMiB() {
+  struct rusage usage;
+  ::getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "ptq: error: %s\n", std::string(status.message()).c_str());
@@ -94,6 +101,8 @@ int RunQuantize(const QuantizeOptions& o, bool json) {
           {"eval", r.eval_seconds},
           {"write", r.write_seconds}}},
         {"block_seconds", r.block_seconds},
+        {"peak_rss_mib", PeakRssMiB()},
+        {"threads", at::get_num_threads()},
         {"layers", layers}};
     if (r.perplexity_fp >= 0) j["perplexity_fp"] = r.perplexity_fp;
     if (r.perplexity_quant >= 0) j["perplexity_quant"] = r.perplexity_quant;
@@ -106,6 +115,7 @@ int RunQuantize(const QuantizeOptions& o, bool json) {
     std::printf("  time: %.1f s (quantization %.1f s, statistics %.1f s, forward %.1f s, eval %.1f s)\n",
                 r.seconds, r.quantize_seconds, r.statistics_seconds, r.forward_seconds,
                 r.eval_seconds);
+    std::printf("  peak memory: %.0f MiB\n", PeakRssMiB());
     std::printf("  checkpoint: %s\n", r.out_dir.c_str());
   }
   return 0;
@@ -153,6 +163,9 @@ int main(int argc, char** argv) {
   quantize->add_option("--eval", q.eval_path, "text to measure perplexity on, before and after");
   quantize->add_option("--eval-seq-len", q.eval_seq_len, "evaluation window (default: --seq-len)");
   quantize->add_option("--eval-windows", q.eval_max_windows, "evaluate at most this many windows");
+  bool skip_fp_eval = false;
+  quantize->add_flag("--skip-fp-eval", skip_fp_eval,
+                     "with --eval, measure only the quantized model (the full-precision one is known)");
   quantize->add_flag("--force", q.force, "replace a model already in --out");
   quantize->add_flag("--partial-groups", q.partial_groups,
                      "allow a shorter last group where --group-size does not divide a layer");
@@ -171,6 +184,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   ptq::InitLogging(log_level);
   at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
+  q.eval_fp = !skip_fp_eval;
   if (*quantize) return RunQuantize(q, q_json);
   if (*eval) return RunEval(e_model, e_text, e_seq_len, e_windows, e_json);
   return 2;

@@ -158,7 +158,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
   PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));
   DequantizedCheckpoint sink(output.staging_dir(), config_text, OptionsJson(o).dump());
 
-  if (!o.eval_path.empty()) {
+  if (!o.eval_path.empty() && o.eval_fp) {
     auto t = Clock::now();
     PTQ_ASSIGN_OR_RETURN(report.perplexity_fp, Perplexity(o.model_dir, o, "full precision"));
     report.eval_seconds += Since(t);

@@ -19,6 +19,7 @@ struct QuantizeOptions {
   std::string calib_path;
   std::string out_dir;
   std::string eval_path;  // empty: no perplexity
+  bool eval_fp = true;    // also measure the full-precision model (before quantizing)
   std::string method = "gptq";  // rtn | gptq
   GptqOptions gptq;  // grid (bits, sym, mse), group size, act-order, damping
   int64_t samples = 128;

@@ -1,0 +1,72 @@
+// The `ptq` binary as a user runs it: bad input gives one readable line and a non-zero exit; a good
+// run prints one JSON object with the documented fields.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "nlohmann/json.hpp"
+#include "tests/test_paths.h"
+
+namespace {
+
+struct CliRun {
+  int exit_code;
+  std::string out;
+};
+
+CliRun RunPtq(const std::string& args, bool stderr_too) {
+  std::string cmd = std::string(PTQ_BINARY_DIR) + "/ptq " + args + (stderr_too ? " 2>&1" : " 2>/dev/null");
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  int status = ::pclose(pipe);
+  return {WEXITSTATUS(status), out};
+}
+
+std::string Demo() { return ptq::testing::DemoModelDir(); }
+std::string Calib() { return ptq::testing::DemoCalibText(); }
+
+TEST(PtqCliTest, BadInputGivesOneLineErrorAndNonZeroExit) {
+  const std::string out = (std::filesystem::temp_directory_path() / "ptq_cli_test_bad").string();
+  const std::pair<std::string, std::string> cases[] = {
+      {"quantize --model /nonexistent --calib " + Calib() + " --out " + out, "/nonexistent"},
+      {"quantize --model " + Demo() + " --calib " + Calib() + " --out " + out + " --bits 6", "bits 6"},
+      {"quantize --model " + Demo() + " --calib " + Calib() + " --out " + out + " --group-size 100",
+       "does not divide"},
+      {"eval --model " + Demo() + " --text /nonexistent/valid.txt", "/nonexistent/valid.txt"},
+  };
+  for (const auto& [args, words] : cases) {
+    CliRun r = RunPtq(args, true);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_NE(r.out.find("ptq: error: "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(words), std::string::npos) << r.out;
+  }
+}
+
+TEST(PtqCliTest, QuantizeJsonHasTheDocumentedFields) {
+  const std::string out = (std::filesystem::temp_directory_path() / "ptq_cli_test_ok").string();
+  CliRun r = RunPtq("quantize --model " + Demo() + " --calib " + Calib() + " --out " + out +
+                     " --force --method rtn --bits 4 --group-size 64 --samples 4 --seq-len 64"
+                     " --eval " + ptq::testing::DemoValidText() + " --eval-windows 8 --json",
+                 false);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["perplexity_fp"].get<double>(), 1.0);
+  EXPECT_GT(j["perplexity_quant"].get<double>(), j["perplexity_fp"].get<double>() * 0.99);
+  EXPECT_GT(j["seconds"].get<double>(), 0.0);
+  EXPECT_EQ(j["bits"], 4);
+  EXPECT_EQ(j["method"], "rtn");
+  CliRun e = RunPtq("eval --model " + out + " --text " + ptq::testing::DemoValidText() +
+                     " --seq-len 64 --windows 4 --json",
+                 false);
+  ASSERT_EQ(e.exit_code, 0) << e.out;
+  EXPECT_GT(nlohmann::json::parse(e.out)["perplexity"].get<double>(), 1.0);
+}
+
+}  // namespace
