@@ -16,7 +16,7 @@ struct PerplexityOptions {
   int64_t seq_len = 256;
   int64_t max_windows = 0;          // 0: all complete windows
   int64_t batch_windows = 16;       // windows per forward call
-  int64_t chunk_tokens = 1 << 19;   // hidden states kept at once
+  int64_t chunk_tokens = 1 << 17;   // hidden states kept at once (2 GiB at hidden 4096)
   std::function<void(int64_t done, int64_t total)> on_progress;  // units: block passes
 };
 
