@@ -83,6 +83,7 @@ int RunQuantize(const QuantizeOptions& o, bool json) {
         {"calib", o.calib_path},
         {"out", r.out_dir},
         {"method", o.method},
+        {"format", o.format},
         {"bits", o.gptq.grid.bits},
         {"group_size", o.gptq.group_size},
         {"sym", o.gptq.grid.sym},
@@ -148,6 +149,9 @@ int main(int argc, char** argv) {
   quantize->add_option("--out", q.out_dir, "output folder")->required();
   quantize->add_option("--method", q.method, "rtn or gptq")->capture_default_str();
   quantize->add_option("--bits", q.gptq.grid.bits, "2, 3, 4 or 8")->capture_default_str();
+  quantize->add_option("--format", q.format,
+                       "gptq (packed, what vLLM and transformers load) or dequantized (float32)")
+      ->capture_default_str();
   quantize->add_option("--group-size", q.gptq.group_size, "columns per group; -1 per channel")
       ->capture_default_str();
   quantize->add_flag("--sym", q.gptq.grid.sym, "symmetric grid (zero point 2^(b-1))");

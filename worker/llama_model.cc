@@ -5,6 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/model_files.h"
 #include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "worker/gptq_weight_source.h"
 #include "worker/llama_block.h"
 
 namespace ptq::worker {
@@ -13,6 +15,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Open(const std::string& 
   PTQ_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   PTQ_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> files, ModelFiles::Open(model_dir));
   std::shared_ptr<const ModelFiles> shared(std::move(files));
+  // A quantized checkpoint says so in config.json; its weights are dequantized as they load.
+  PTQ_ASSIGN_OR_RETURN(std::string text, ReadFileToString(model_dir + "/config.json"));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("quantization_config")) {
+    auto gptq = ParseGptqConfig(j["quantization_config"].dump());
+    if (!gptq.ok()) {
+      return absl::Status(gptq.status().code(),
+                          absl::StrCat(model_dir, ": ", gptq.status().message()));
+    }
+    return std::make_unique<LlamaModel>(std::move(config),
+                                        std::make_unique<GptqWeightSource>(shared, *gptq));
+  }
   return std::make_unique<LlamaModel>(std::move(config),
                                       std::make_unique<SafetensorsWeightSource>(shared));
 }

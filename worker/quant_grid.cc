@@ -31,7 +31,8 @@ GridParams GridFromRange(float lo, float hi, const GridOptions& o) {
   }
   GridParams g;
   g.scale = RoundScale((hi - lo) / static_cast<float>(maxq), o);
-  g.zero = o.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-lo / g.scale);
+  g.zero = o.sym ? static_cast<float>((maxq + 1) / 2)
+                 : std::max(std::nearbyint(-lo / g.scale), static_cast<float>(o.min_zero));
   return g;
 }
 

@@ -19,6 +19,9 @@ struct GridOptions {
   // Round scales to float16 when fitting, so quantization uses exactly the scales a GPTQ checkpoint
   // stores and the written model reproduces the measured one.
   bool fp16_scales = true;
+  // Smallest asymmetric zero point. The classic GPTQ checkpoint stores zero - 1, so a zero of 0
+  // cannot be written (it would spill into the neighbouring field); writers of that format set 1.
+  int min_zero = 0;
 
   int MaxQ() const { return (1 << bits) - 1; }
 };

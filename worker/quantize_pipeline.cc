@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <numeric>
 #include <map>
 #include <set>
 
@@ -15,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/calibration.h"
 #include "worker/dequantized_checkpoint.h"
+#include "worker/gptq_checkpoint_writer.h"
 #include "worker/hessian_accumulator.h"
 #include "worker/llama_block.h"
 #include "worker/llama_model.h"
@@ -78,6 +80,7 @@ void ForwardAll(at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c,
 
 nlohmann::json OptionsJson(const QuantizeOptions& o) {
   return {{"method", o.method},
+          {"format", o.format},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
           {"sym", o.gptq.grid.sym},
@@ -120,6 +123,23 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported bits ", bits, " (use 2, 3, 4 or 8)"));
   }
+  if (o.format != "gptq" && o.format != "dequantized") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown format \"", o.format, "\" (supported: gptq, dequantized)"));
+  }
+  if (o.format == "gptq") {
+    // Packed words must be whole: inputs pack into qweight, outputs into qzeros.
+    const int64_t q_dim = c.num_attention_heads * c.head_dim;
+    const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
+    for (int64_t dim : {c.hidden_size, q_dim, kv_dim, c.intermediate_size}) {
+      if ((dim * bits) % 32 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "layer size ", dim, " cannot be packed at ", bits,
+            " bits in the GPTQ format (needs a multiple of ", 32 / std::gcd(32, bits),
+            "); use --format dequantized"));
+      }
+    }
+  }
   if (o.samples <= 0 || o.seq_len <= 0) {
     return absl::InvalidArgumentError("--samples and --seq-len must be positive");
   }
@@ -156,7 +176,29 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
   PTQ_ASSIGN_OR_RETURN(OutputFolder output, OutputFolder::Prepare(o.out_dir, o.force));
   report.out_dir = output.final_dir();
   PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));
-  DequantizedCheckpoint sink(output.staging_dir(), config_text, OptionsJson(o).dump());
+  std::unique_ptr<CheckpointSink> sink;
+  GptqOptions gptq_options = o.gptq;
+  if (o.format == "gptq") {
+    GptqCheckpointOptions co;
+    co.dir = output.staging_dir();
+    co.source_dir = o.model_dir;
+    co.config_json = config_text;
+    co.bits = o.gptq.grid.bits;
+    co.group_size = o.gptq.group_size;
+    co.sym = o.gptq.grid.sym;
+    // With static groups g_idx stays in column order, so the checkpoint is an ordinary
+    // non-act-order one and the fast kernels apply.
+    co.desc_act = o.gptq.act_order && !o.gptq.static_groups;
+    co.static_groups = o.gptq.static_groups;
+    co.damp_percent = o.gptq.damp;
+    co.ptq_json = OptionsJson(o).dump();
+    sink = std::make_unique<GptqCheckpointWriter>(co);
+    // The classic format stores zero - 1: keep asymmetric zeros >= 1 (docs/formats.md).
+    if (!gptq_options.grid.sym) gptq_options.grid.min_zero = 1;
+  } else {
+    sink = std::make_unique<DequantizedCheckpoint>(output.staging_dir(), config_text,
+                                                   OptionsJson(o).dump());
+  }
 
   if (!o.eval_path.empty() && o.eval_fp) {
     auto t = Clock::now();
@@ -192,9 +234,9 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
         auto t = Clock::now();
         QuantizedLinear q;
         if (o.method == "gptq") {
-          PTQ_ASSIGN_OR_RETURN(q, GptqQuantize(w.Linear(kind), hessian, o.gptq, name));
+          PTQ_ASSIGN_OR_RETURN(q, GptqQuantize(w.Linear(kind), hessian, gptq_options, name));
         } else {
-          q = RtnQuantize(w.Linear(kind), o.gptq.grid, o.gptq.group_size);
+          q = RtnQuantize(w.Linear(kind), gptq_options.grid, o.gptq.group_size);
         }
         LayerReport lr;
         lr.name = name;
@@ -206,7 +248,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
           lr.relative_loss = base > 0 ? q.loss / base : 0;
         }
         report.layers.push_back(lr);
-        PTQ_RETURN_IF_ERROR(sink.AddQuantized(name, q));
+        PTQ_RETURN_IF_ERROR(sink->AddQuantized(name, q));
         quantized_names.insert(name);
         w.Linear(kind) = q.weight;
         progress.Advance(1, hessian.defined()
@@ -227,9 +269,9 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
   for (const std::string& name : files->TensorNames()) {
     if (quantized_names.count(name)) continue;
     PTQ_ASSIGN_OR_RETURN(TensorView view, files->Get(name));
-    PTQ_RETURN_IF_ERROR(sink.AddTensor(view));
+    PTQ_RETURN_IF_ERROR(sink->AddTensor(view));
   }
-  PTQ_RETURN_IF_ERROR(sink.Finish());
+  PTQ_RETURN_IF_ERROR(sink->Finish());
   PTQ_RETURN_IF_ERROR(output.Commit());
   report.write_seconds = Since(t_write);
   spdlog::info("wrote {}", output.final_dir());

@@ -21,6 +21,9 @@ struct QuantizeOptions {
   std::string eval_path;  // empty: no perplexity
   bool eval_fp = true;    // also measure the full-precision model (before quantizing)
   std::string method = "gptq";  // rtn | gptq
+  // gptq: the packed GPTQ checkpoint vLLM and transformers load (classic zero - 1 storage);
+  // dequantized: an ordinary float32 model holding the quantized values.
+  std::string format = "gptq";
   GptqOptions gptq;  // grid (bits, sym, mse), group size, act-order, damping
   int64_t samples = 128;
   int64_t seq_len = 256;
