@@ -1,0 +1,66 @@
+#include "kernels/gptq_block.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "kernels/grid_fit.h"
+
+namespace ptq::kernels {
+
+const char* GptqBlockArgsError(const GptqBlockArgs& a) {
+  if (a.rows < 0) return "rows < 0";
+  if (a.count < 1 || a.count > kGptqMaxBlockColumns) return "block columns outside 1..256";
+  if (a.bits < 1 || a.bits > 8) return "bits outside 1..8";
+  if (a.w == nullptr || a.u == nullptr || a.q == nullptr || a.err == nullptr || a.scales == nullptr ||
+      a.zeros == nullptr) {
+    return "a required pointer is null";
+  }
+  const int64_t gc = a.group_cols > 0 ? std::min(a.group_cols, a.count) : a.count;
+  const int64_t groups = (a.count + gc - 1) / gc;
+  if (a.ldw < a.count || a.ldu < a.count || a.ldq < a.count || a.lde < a.count || a.ldg < groups) {
+    return "a leading dimension is smaller than the block";
+  }
+  return nullptr;
+}
+
+absl::Status GptqBlockRef(const GptqBlockArgs& a) {
+  if (const char* e = GptqBlockArgsError(a)) {
+    return absl::InvalidArgumentError(std::string("GptqBlockRef: ") + e);
+  }
+  const int maxq = (1 << a.bits) - 1;
+  const int64_t gc = a.group_cols > 0 ? std::min(a.group_cols, a.count) : a.count;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    float* w = a.w + r * a.ldw;
+    Grid grid{1.0f, 0.0f};
+    for (int64_t i = 0; i < a.count; ++i) {
+      if (i % gc == 0) {
+        const int64_t gi = i / gc;
+        if (a.fit_grids) {
+          float lo = std::numeric_limits<float>::infinity();
+          float hi = -std::numeric_limits<float>::infinity();
+          for (int64_t k = i; k < std::min(i + gc, a.count); ++k) {
+            lo = std::min(lo, w[k]);
+            hi = std::max(hi, w[k]);
+          }
+          grid = GridFromRange(lo, hi, a.bits, a.sym, a.min_zero, a.fp16_scales);
+          a.scales[r * a.ldg + gi] = grid.scale;
+          a.zeros[r * a.ldg + gi] = grid.zero;
+        } else {
+          grid = Grid{a.scales[r * a.ldg + gi], a.zeros[r * a.ldg + gi]};
+        }
+      }
+      const float code = QuantizeCode(w[i], grid, maxq);
+      const float deq = DequantizeCode(code, grid);
+      const float e = (w[i] - deq) / a.u[i * a.ldu + i];
+      a.q[r * a.ldq + i] = deq;
+      if (a.codes != nullptr) a.codes[r * a.ldq + i] = static_cast<uint8_t>(code);
+      a.err[r * a.lde + i] = e;
+      const float* urow = a.u + i * a.ldu;
+      for (int64_t j = i + 1; j < a.count; ++j) w[j] -= e * urow[j];
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ptq::kernels
