@@ -1,7 +1,8 @@
-// One launch per lazy block: each thread owns one row, keeps the row's block columns in shared
-// memory (column-major per CTA so a column's values sit in consecutive banks), and walks the columns
-// in order. Every thread reads the same U element at the same time, a broadcast from L1.
-// Compiled with --fmad=false and IEEE division, so the results equal GptqBlockRef's bits.
+// One launch per lazy block: each thread owns one row (one warp of rows per CTA), keeps the row's
+// block columns in shared memory (column-major per CTA so a column's values sit in consecutive
+// banks), and walks the columns in order. Every thread reads the same U element at the same time,
+// a broadcast from L1. Compiled with --fmad=false and IEEE division, so the results equal
+// GptqBlockRef's bits.
 #include <cuda_runtime.h>
 
 #include "kernels/gptq_block.h"
@@ -68,7 +69,9 @@ int GptqBlockCuda(const GptqBlockArgs& a, void* stream) {
   if (GptqBlockArgsError(a) != nullptr) return static_cast<int>(cudaErrorInvalidValue);
   if (a.rows == 0) return 0;
   const int64_t gc = a.group_cols > 0 ? (a.group_cols < a.count ? a.group_cols : a.count) : a.count;
-  const int threads = a.count <= 128 ? 64 : 32;  // 32 KiB of shared memory per CTA at most
+  // One warp per CTA: a 4096-row layer spreads over 128 CTAs (about one per H100 SM) instead of 64,
+  // and a CTA holds at most 32 x 256 floats (32 KiB) of shared memory.
+  const int threads = 32;
   const size_t smem = static_cast<size_t>(threads) * a.count * sizeof(float);
   const unsigned blocks = static_cast<unsigned>((a.rows + threads - 1) / threads);
   GptqBlockKernel<<<blocks, threads, smem, static_cast<cudaStream_t>(stream)>>>(a, gc);

@@ -247,7 +247,7 @@ void CompareCuda(int64_t rows, int64_t count, int64_t group_cols, int bits, bool
 TEST(GptqBlockCudaTest, MatchesReferenceOnRandomAndEdgeShapes) {
   if (std::string why = ptq::testing::CudaUnavailableReason(); !why.empty()) GTEST_SKIP() << why;
   uint64_t seed = 10;
-  for (int64_t rows : {1, 63, 64, 65, 700}) {
+  for (int64_t rows : {1, 31, 32, 33, 65, 700}) {
     for (int64_t count : {1, 7, 128, 256}) {
       CompareCuda(rows, count, 0, 4, false, true, seed++);
       CompareCuda(rows, count, 32, 3, false, true, seed++);
