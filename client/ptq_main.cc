@@ -84,6 +84,8 @@ int RunQuantize(const QuantizeOptions& o, bool json) {
         {"out", r.out_dir},
         {"method", o.method},
         {"format", o.format},
+        {"joint_rows", o.joint_rows},
+        {"refine_iters", o.refine_iters},
         {"bits", o.gptq.grid.bits},
         {"group_size", o.gptq.group_size},
         {"sym", o.gptq.grid.sym},
@@ -147,7 +149,13 @@ int main(int argc, char** argv) {
   quantize->add_option("--model", q.model_dir, "Hugging Face model folder")->required();
   quantize->add_option("--calib", q.calib_path, "calibration text (or .ids token file)")->required();
   quantize->add_option("--out", q.out_dir, "output folder")->required();
-  quantize->add_option("--method", q.method, "rtn or gptq")->capture_default_str();
+  quantize->add_option("--method", q.method, "rtn, gptq, boa or turboboa")->capture_default_str();
+  quantize->add_option("--joint-rows", q.joint_rows,
+                       "turboboa: out-channels of a head quantized jointly (boa: 1)")
+      ->capture_default_str();
+  quantize->add_option("--refine-iters", q.refine_iters,
+                       "coordinate-descent sweeps refining group scales after quantization (0: off)")
+      ->capture_default_str();
   quantize->add_option("--bits", q.gptq.grid.bits, "2, 3, 4 or 8")->capture_default_str();
   quantize->add_option("--format", q.format,
                        "gptq (packed, what vLLM and transformers load) or dequantized (float32)")

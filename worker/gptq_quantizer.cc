@@ -39,11 +39,47 @@ absl::StatusOr<at::Tensor> InverseCholeskyUpper(const at::Tensor& hessian, doubl
       lambda));
 }
 
+absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& opt,
+                                       const std::string& what) {
+  if (hessian.dim() != 2 || hessian.size(0) != hessian.size(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the Hessian is not square"));
+  }
+  at::Tensor h = hessian.to(at::kDouble).clone();
+  GptqFactor f;
+  // Dead inputs never reach the layer: any value there is free, so zero it and make H invertible.
+  f.dead = h.diagonal() == 0;
+  h.diagonal().masked_fill_(f.dead, 1.0);
+  if (opt.act_order) {
+    f.perm = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
+    h = h.index_select(0, f.perm).index_select(1, f.perm);
+  } else {
+    f.perm = at::arange(h.size(0), at::kLong);
+  }
+  auto u = InverseCholeskyUpper(h, opt.damp, what);
+  if (!u.ok()) return u.status();
+  f.u = u->to(at::kFloat).contiguous();
+  return f;
+}
+
 absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at::Tensor& hessian,
                                              const GptqOptions& opt, const std::string& what) {
+  if (hessian.dim() != 2 || hessian.size(0) != weight.size(1) || hessian.size(1) != weight.size(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": Hessian shape does not match weight"));
+  }
+  auto factor = PrepareGptq(hessian, opt, what);
+  if (!factor.ok()) return factor.status();
+  auto out = GptqQuantizeWithFactor(weight, *factor, opt, what);
+  if (out.ok()) out->loss = LayerLoss(weight, out->weight, hessian);
+  return out;
+}
+
+absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
+                                                       const GptqFactor& factor,
+                                                       const GptqOptions& opt,
+                                                       const std::string& what) {
   const int64_t rows = weight.size(0);
   const int64_t cols = weight.size(1);
-  if (hessian.dim() != 2 || hessian.size(0) != cols || hessian.size(1) != cols) {
+  if (factor.u.size(0) != cols) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": Hessian shape does not match weight"));
   }
   const bool grouped = opt.group_size > 0 && opt.group_size < cols;
@@ -54,11 +90,7 @@ absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at:
   const int maxq = opt.grid.MaxQ();
 
   at::Tensor w = weight.to(at::kFloat).clone();
-  at::Tensor h = hessian.to(at::kDouble).clone();
-  // Dead inputs never reach the layer: any value there is free, so zero it and make H invertible.
-  at::Tensor dead = h.diagonal() == 0;
-  h.diagonal().masked_fill_(dead, 1.0);
-  w.masked_fill_(dead.unsqueeze(0), 0.0f);
+  w.masked_fill_(factor.dead.unsqueeze(0), 0.0f);
 
   // Static groups: grids from the (dead-zeroed) original weights, per original column group.
   std::vector<GridParams> static_grids;
@@ -74,17 +106,9 @@ absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at:
     }
   }
 
-  at::Tensor perm;
-  if (opt.act_order) {
-    perm = std::get<1>(at::sort(h.diagonal(), /*stable=*/true, /*dim=*/0, /*descending=*/true));
-    w = w.index_select(1, perm);
-    h = h.index_select(0, perm).index_select(1, perm);
-  } else {
-    perm = at::arange(cols, at::kLong);
-  }
-  auto u_or = InverseCholeskyUpper(h, opt.damp, what);
-  if (!u_or.ok()) return u_or.status();
-  at::Tensor u = u_or->to(at::kFloat).contiguous();
+  const at::Tensor& perm = factor.perm;
+  if (opt.act_order) w = w.index_select(1, perm);
+  const at::Tensor& u = factor.u;
   const int64_t* pperm = perm.data_ptr<int64_t>();
 
   // Blocks hold whole groups, so a group's grid is always fitted on fully compensated weights.
@@ -191,7 +215,6 @@ absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at:
   }
   out.scales = scales;
   out.zeros = zeros;
-  out.loss = LayerLoss(weight, out.weight, hessian);
   return out;
 }
 

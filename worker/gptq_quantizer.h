@@ -24,6 +24,21 @@ struct GptqOptions {
 absl::StatusOr<at::Tensor> InverseCholeskyUpper(const at::Tensor& hessian, double damp,
                                                 const std::string& what);
 
+// What GPTQ derives from H alone: the act-order permutation, dead columns, the factor U. Row blocks
+// of one layer (heads, TurboBoA's joint rows, a worker's shard) share it.
+struct GptqFactor {
+  at::Tensor u;     // [in, in] float32, upper Cholesky factor of (H + damp)^-1 in permuted order
+  at::Tensor perm;  // [in] int64: quantization order of the columns
+  at::Tensor dead;  // [in] bool: inputs that never fire
+};
+absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& options,
+                                       const std::string& what);
+// GPTQ of `weight` rows with a prepared factor; QuantizedLinear::loss is left 0.
+absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
+                                                       const GptqFactor& factor,
+                                                       const GptqOptions& options,
+                                                       const std::string& what);
+
 // weight: [out, in]; hessian: [in, in] (any float dtype), H = (2/n) sum x x^T.
 absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at::Tensor& hessian,
                                              const GptqOptions& options,

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <numeric>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -14,7 +15,10 @@
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "worker/attention_statistics.h"
+#include "worker/boa_quantizer.h"
 #include "worker/calibration.h"
+#include "worker/group_scale_optimizer.h"
 #include "worker/dequantized_checkpoint.h"
 #include "worker/gptq_checkpoint_writer.h"
 #include "worker/hessian_accumulator.h"
@@ -55,6 +59,24 @@ class SlotStatistics final : public BlockObserver {
   double seconds_ = 0;
 };
 
+// Sends one forward's observations to several observers.
+class ObserverPair final : public BlockObserver {
+ public:
+  ObserverPair(BlockObserver* a, BlockObserver* b) : a_(a), b_(b) {}
+  void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
+    a_->OnLinearInput(slot, x);
+    b_->OnLinearInput(slot, x);
+  }
+  void OnAttention(const AttentionInternals& in) override {
+    a_->OnAttention(in);
+    b_->OnAttention(in);
+  }
+
+ private:
+  BlockObserver* a_;
+  BlockObserver* b_;
+};
+
 int64_t SlotInputDim(LinearSlot slot, const ModelConfig& c) {
   switch (slot) {
     case LinearSlot::kAttnIn:
@@ -81,6 +103,8 @@ void ForwardAll(at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c,
 nlohmann::json OptionsJson(const QuantizeOptions& o) {
   return {{"method", o.method},
           {"format", o.format},
+          {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
+          {"refine_iters", o.refine_iters},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
           {"sym", o.gptq.grid.sym},
@@ -115,10 +139,15 @@ absl::StatusOr<double> Perplexity(const std::string& model_dir, const QuantizeOp
 }  // namespace
 
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig& c) {
-  if (o.method != "rtn" && o.method != "gptq") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown method \"", o.method, "\" (supported: rtn, gptq)"));
+  if (o.method != "rtn" && o.method != "gptq" && o.method != "boa" && o.method != "turboboa") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown method \"", o.method,
+                                                   "\" (supported: rtn, gptq, boa, turboboa)"));
   }
+  if (o.joint_rows < 1 || (o.method == "turboboa" && c.head_dim % o.joint_rows != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--joint-rows ", o.joint_rows,
+                                                   " must be positive and divide head_dim ", c.head_dim));
+  }
+  if (o.refine_iters < 0) return absl::InvalidArgumentError("--refine-iters must be >= 0");
   const int bits = o.gptq.grid.bits;
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported bits ", bits, " (use 2, 3, 4 or 8)"));
@@ -220,10 +249,19 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
     PTQ_ASSIGN_OR_RETURN(BlockWeights w, model.Block(layer));
     for (LinearSlot slot : kSlotOrder) {
       at::Tensor hessian;
-      if (o.method == "gptq") {
+      const bool attention_aware = (o.method == "boa" || o.method == "turboboa");
+      std::optional<AttentionStatistics> attention;
+      if (o.method != "rtn") {
         SlotStatistics stats(slot, SlotInputDim(slot, config));
         auto t = Clock::now();
-        ForwardAll(hidden, w, config, rope, o.batch_windows, &stats, slot);
+        if (attention_aware && slot == LinearSlot::kAttnIn) {
+          // Run through attention so the RoPE'd queries and keys are seen too.
+          attention.emplace(config, o.seq_len);
+          ObserverPair both(&stats, &*attention);
+          ForwardAll(hidden, w, config, rope, o.batch_windows, &both, LinearSlot::kAttnOut);
+        } else {
+          ForwardAll(hidden, w, config, rope, o.batch_windows, &stats, slot);
+        }
         report.statistics_seconds += stats.seconds();
         report.forward_seconds += Since(t) - stats.seconds();
         hessian = stats.hessian().Hessian();
@@ -233,10 +271,26 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
         const std::string name = LinearWeightName(layer, kind);
         auto t = Clock::now();
         QuantizedLinear q;
-        if (o.method == "gptq") {
+        std::vector<at::Tensor> h_out;  // per head; empty: H_out = I (plain GPTQ loss)
+        if (attention && (kind == LinearKind::kQ || kind == LinearKind::kK)) {
+          BoaOptions bo;
+          bo.gptq = gptq_options;
+          bo.joint_rows = o.method == "boa" ? 1 : o.joint_rows;
+          h_out = kind == LinearKind::kQ ? attention->QueryOutputHessians()
+                                         : attention->KeyOutputHessians();
+          PTQ_ASSIGN_OR_RETURN(q, BoaQuantize(w.Linear(kind), hessian, h_out, bo, name));
+        } else if (o.method != "rtn") {
           PTQ_ASSIGN_OR_RETURN(q, GptqQuantize(w.Linear(kind), hessian, gptq_options, name));
         } else {
           q = RtnQuantize(w.Linear(kind), gptq_options.grid, o.gptq.group_size);
+        }
+        if (o.refine_iters > 0 && hessian.defined()) {
+          if (h_out.empty()) {
+            q.loss = RefineGroupScales(q, w.Linear(kind), hessian, o.refine_iters);
+          } else {  // q/k of BoA: refine on the Kronecker loss BoA minimised, not row by row
+            RefineGroupScalesKronecker(q, w.Linear(kind), hessian, h_out, o.refine_iters);
+            q.loss = LayerLoss(w.Linear(kind), q.weight, hessian);
+          }
         }
         LayerReport lr;
         lr.name = name;

@@ -20,7 +20,13 @@ struct QuantizeOptions {
   std::string out_dir;
   std::string eval_path;  // empty: no perplexity
   bool eval_fp = true;    // also measure the full-precision model (before quantizing)
-  std::string method = "gptq";  // rtn | gptq
+  std::string method = "gptq";  // rtn | gptq | boa | turboboa
+  // BoA / TurboBoA: q_proj and k_proj rows quantized `joint_rows` at a time with out-channel
+  // compensation through their heads' H_out (boa forces 1); v, o and the MLP use GPTQ.
+  int64_t joint_rows = 16;
+  // Two-stage group scales, stage 2: coordinate-descent sweeps over the scales once the integers are
+  // fixed (0: off). Applies to every method except rtn.
+  int refine_iters = 0;
   // gptq: the packed GPTQ checkpoint vLLM and transformers load (classic zero - 1 storage);
   // dequantized: an ordinary float32 model holding the quantized values.
   std::string format = "gptq";

@@ -56,6 +56,18 @@ TEST(QuantizePipelineTest, GptqBeatsRtnAndOutputReproducesTheModel) {
   }
   EXPECT_TRUE(fs::exists(g->out_dir + "/config.json"));
   EXPECT_FALSE(fs::exists(g->out_dir + ".partial"));
+
+  QuantizeOptions turbo = DemoOptions(TempDir("turboboa"));
+  turbo.method = "turboboa";
+  turbo.gptq.grid.bits = 3;
+  turbo.refine_iters = 1;
+  turbo.eval_fp = false;
+  auto t = RunQuantize(turbo);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_LT(t->perplexity_quant, r->perplexity_quant);
+  turbo.joint_rows = 5;  // does not divide head_dim 64
+  turbo.force = true;
+  EXPECT_FALSE(RunQuantize(turbo).ok());
 }
 
 TEST(QuantizePipelineTest, EightBitsIsNearlyLossless) {

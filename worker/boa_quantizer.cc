@@ -1,0 +1,75 @@
+#include "worker/boa_quantizer.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace ptq::worker {
+
+double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,
+                     const std::vector<at::Tensor>& h_out) {
+  const int64_t heads = static_cast<int64_t>(h_out.size());
+  const int64_t hd = weight.size(0) / heads;
+  at::Tensor d = weight.to(at::kDouble) - quantized.to(at::kDouble);
+  at::Tensor hi = h_in.to(at::kDouble);
+  double loss = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    at::Tensor dh = d.narrow(0, h * hd, hd);
+    loss += (at::matmul(at::matmul(h_out[h].to(at::kDouble), dh), hi) * dh).sum().item<double>();
+  }
+  return loss;
+}
+
+absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
+                                            const std::vector<at::Tensor>& h_out,
+                                            const BoaOptions& o, const std::string& what) {
+  const int64_t heads = static_cast<int64_t>(h_out.size());
+  if (heads == 0 || weight.size(0) % heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", weight.size(0),
+                                                   " output rows do not split into ", heads, " heads"));
+  }
+  const int64_t hd = weight.size(0) / heads;
+  if (o.joint_rows < 1) return absl::InvalidArgumentError("joint rows must be at least 1");
+  PTQ_ASSIGN_OR_RETURN(GptqFactor factor, PrepareGptq(h_in, o.gptq, what));
+  std::vector<QuantizedLinear> blocks;
+  for (int64_t h = 0; h < heads; ++h) {
+    const std::string head_name = absl::StrCat(what, " head ", h);
+    if (h_out[h].size(0) != hd) {
+      return absl::InvalidArgumentError(absl::StrCat(head_name, ": H_out is not ", hd, " x ", hd));
+    }
+    PTQ_ASSIGN_OR_RETURN(at::Tensor u_out, InverseCholeskyUpper(h_out[h], o.damp_out, head_name));
+    at::Tensor w = weight.narrow(0, h * hd, hd).to(at::kDouble).clone();  // current rows of the head
+    for (int64_t r1 = 0; r1 < hd; r1 += o.joint_rows) {
+      const int64_t r2 = std::min(r1 + o.joint_rows, hd);
+      at::Tensor rows = w.narrow(0, r1, r2 - r1);
+      PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
+                           GptqQuantizeWithFactor(rows.to(at::kFloat), factor, o.gptq, head_name));
+      if (r2 < hd) {
+        // Closed-form compensation of the remaining rows for the whole block's error.
+        at::Tensor e = rows - q.weight.to(at::kDouble);           // [n, in]
+        at::Tensor m = u_out.narrow(0, r1, r2 - r1).narrow(1, r1, r2 - r1);  // upper [n, n]
+        at::Tensor x = at::linalg_solve_triangular(m.t(), e, /*upper=*/false);
+        at::Tensor coupling = u_out.narrow(0, r1, r2 - r1).narrow(1, r2, hd - r2);  // [n, rest]
+        w.narrow(0, r2, hd - r2).sub_(at::matmul(coupling.t(), x));
+      }
+      blocks.push_back(std::move(q));
+    }
+  }
+  QuantizedLinear out = blocks.front();
+  std::vector<at::Tensor> weights, codes, scales, zeros;
+  for (const auto& b : blocks) {
+    weights.push_back(b.weight);
+    codes.push_back(b.codes);
+    scales.push_back(b.scales);
+    zeros.push_back(b.zeros);
+  }
+  out.weight = at::cat(weights, 0);
+  out.codes = at::cat(codes, 0);
+  out.scales = at::cat(scales, 0);
+  out.zeros = at::cat(zeros, 0);
+  out.loss = LayerLoss(weight, out.weight, h_in);  // comparable with GPTQ's per-layer loss
+  return out;
+}
+
+}  // namespace ptq::worker

@@ -1,0 +1,35 @@
+// BoA and TurboBoA (arXiv 2406.13474, 2602.04929; docs/algorithms.md): GPTQ in the input direction
+// plus compensation in the output direction through a per-head Kronecker factor H_out.
+// Loss per head: tr(dW H_in dW^T H_out). Rows of a head are quantized `joint_rows` at a time (GPTQ's
+// column loop with H_in, grids fitted on the rows' current, already compensated weights); the
+// remaining rows of the head then absorb the block's error E in closed form:
+//   W[r2:] -= U_out[r1:r2, r2:]^T (U_out[r1:r2, r1:r2])^-T E,   U_out = chol_upper(H_out^-1).
+// joint_rows = 1 is BoA; larger blocks are TurboBoA's speed-up. Heads are independent: the unit a
+// scheduler shards.
+#pragma once
+
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "worker/gptq_quantizer.h"
+
+namespace ptq::worker {
+
+struct BoaOptions {
+  GptqOptions gptq;
+  int64_t joint_rows = 16;  // rows quantized together; 1 = BoA
+  double damp_out = 0.01;   // damping of H_out, relative to its mean diagonal
+};
+
+// weight: [heads * head_dim, in]; h_in: [in, in]; h_out: one [head_dim, head_dim] per head.
+absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
+                                            const std::vector<at::Tensor>& h_out,
+                                            const BoaOptions& options, const std::string& what);
+
+// sum over heads of tr((W - Q)_h H_in (W - Q)_h^T H_out_h): the objective BoA minimises.
+double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,
+                     const std::vector<at::Tensor>& h_out);
+
+}  // namespace ptq::worker
