@@ -14,8 +14,8 @@ constexpr int kChunk = static_cast<int>(kHessianChunkTokens);
 __global__ void HessianKernel(HessianAccumulateArgs a) {
   const int bi = blockIdx.y, bj = blockIdx.x;
   if (bi > bj) return;
-  __shared__ float xi[kChunk][kTile];
-  __shared__ float xj[kChunk][kTile];
+  __shared__ __align__(16) float xi[kChunk][kTile];
+  __shared__ __align__(16) float xj[kChunk][kTile];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int64_t i0 = static_cast<int64_t>(bi) * kTile, j0 = static_cast<int64_t>(bj) * kTile;
   double acc[4][4] = {};
@@ -29,11 +29,11 @@ __global__ void HessianKernel(HessianAccumulateArgs a) {
     __syncthreads();
     float p[4][4] = {};
     for (int t = 0; t < kChunk; ++t) {
-      float vi[4], vj[4];
-      for (int k = 0; k < 4; ++k) {
-        vi[k] = xi[t][ty * 4 + k];
-        vj[k] = xj[t][tx * 4 + k];
-      }
+      // 16-byte loads: a warp reads 2 distinct rows of xi (broadcast) and 16 float4s of xj.
+      const float4 a4 = *reinterpret_cast<const float4*>(&xi[t][ty * 4]);
+      const float4 b4 = *reinterpret_cast<const float4*>(&xj[t][tx * 4]);
+      const float vi[4] = {a4.x, a4.y, a4.z, a4.w};
+      const float vj[4] = {b4.x, b4.y, b4.z, b4.w};
       for (int u = 0; u < 4; ++u) {
         for (int v = 0; v < 4; ++v) p[u][v] += vi[u] * vj[v];
       }
