@@ -86,6 +86,7 @@ int RunQuantize(const QuantizeOptions& o, bool json) {
         {"format", o.format},
         {"joint_rows", o.joint_rows},
         {"refine_iters", o.refine_iters},
+        {"scale_init", o.scale_init},
         {"bits", o.gptq.grid.bits},
         {"group_size", o.gptq.group_size},
         {"sym", o.gptq.grid.sym},
@@ -155,6 +156,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   quantize->add_option("--refine-iters", q.refine_iters,
                        "coordinate-descent sweeps refining group scales after quantization (0: off)")
+      ->capture_default_str();
+  quantize->add_option("--scale-init", q.scale_init,
+                       "group scales before quantizing: minmax or hessian (diag(H)-weighted search)")
       ->capture_default_str();
   quantize->add_option("--bits", q.gptq.grid.bits, "2, 3, 4 or 8")->capture_default_str();
   quantize->add_option("--format", q.format,

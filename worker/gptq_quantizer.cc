@@ -55,6 +55,7 @@ absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOpti
   } else {
     f.perm = at::arange(h.size(0), at::kLong);
   }
+  f.diag = h.diagonal().to(at::kFloat).contiguous();
   auto u = InverseCholeskyUpper(h, opt.damp, what);
   if (!u.ok()) return u.status();
   f.u = u->to(at::kFloat).contiguous();
@@ -123,10 +124,11 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
   float* pz = zeros.data_ptr<float>();
 
   std::vector<GridParams> row_grid(rows);
+  const float* pdiag = factor.diag.defined() ? factor.diag.data_ptr<float>() : nullptr;
   if (!grouped) {  // per-channel: one grid per row from the weights before any compensation
     at::Tensor wc = w.contiguous();
     for (int64_t r = 0; r < rows; ++r) {
-      row_grid[r] = FitGrid(wc.data_ptr<float>() + r * cols, cols, opt.grid);
+      row_grid[r] = FitGrid(wc.data_ptr<float>() + r * cols, cols, opt.grid, pdiag);
       ps[r] = row_grid[r].scale;
       pz[r] = row_grid[r].zero;
     }
@@ -158,7 +160,7 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
           }
           const int64_t len = std::min(g, cols - c);
           for (int64_t k = 0; k < len; ++k) gather[k] = pw[(i + k) * rows + r];
-          row_grid[r] = FitGrid(gather.data(), len, opt.grid);
+          row_grid[r] = FitGrid(gather.data(), len, opt.grid, pdiag ? pdiag + c : nullptr);
           ps[r * groups + gi] = row_grid[r].scale;
           pz[r * groups + gi] = row_grid[r].zero;
         }

@@ -30,6 +30,7 @@ struct GptqFactor {
   at::Tensor u;     // [in, in] float32, upper Cholesky factor of (H + damp)^-1 in permuted order
   at::Tensor perm;  // [in] int64: quantization order of the columns
   at::Tensor dead;  // [in] bool: inputs that never fire
+  at::Tensor diag;  // [in] float32: diag H (dead set to 1, undamped) in permuted order, grid weights
 };
 absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& options,
                                        const std::string& what);

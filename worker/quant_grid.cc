@@ -36,7 +36,8 @@ GridParams GridFromRange(float lo, float hi, const GridOptions& o) {
   return g;
 }
 
-GridParams FitGrid(const float* w, int64_t n, const GridOptions& o) {
+GridParams FitGrid(const float* w, int64_t n, const GridOptions& o, const float* importance) {
+  const bool weighted = o.hessian_search && importance != nullptr;
   float lo = std::numeric_limits<float>::infinity();
   float hi = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) {
@@ -57,7 +58,8 @@ GridParams FitGrid(const float* w, int64_t n, const GridOptions& o) {
     double err = 0;
     for (int64_t k = 0; k < n; ++k) {
       float d = DequantizeCode(QuantizeToCode(w[k], g, maxq), g) - w[k];
-      err += std::pow(std::fabs(static_cast<double>(d)), o.mse_norm);
+      err += weighted ? static_cast<double>(importance[k]) * d * d
+                      : std::pow(std::fabs(static_cast<double>(d)), o.mse_norm);
     }
     if (err < best_err) {
       best_err = err;

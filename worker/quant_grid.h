@@ -16,6 +16,10 @@ struct GridOptions {
   double mse_norm = 2.4;
   int mse_grid = 100;
   double mse_max_shrink = 0.8;
+  // With mse and per-column importances given to FitGrid (GPTQ passes diag H): minimise
+  // sum_k H_kk (w_hat - w)^2 instead, the input-aware scale choice of two-stage stage 1 (diagonal of
+  // the group's Hessian block) and TurboBoA's Hessian-weighted grid. `--scale-init hessian`.
+  bool hessian_search = false;
   // Round scales to float16 when fitting, so quantization uses exactly the scales a GPTQ checkpoint
   // stores and the written model reproduces the measured one.
   bool fp16_scales = true;
@@ -32,7 +36,9 @@ struct GridParams {
 };
 
 // Fits the grid of one row or group from its n current weights.
-GridParams FitGrid(const float* w, int64_t n, const GridOptions& options);
+// importance: n per-column weights used by options.hessian_search (nullptr: unweighted).
+GridParams FitGrid(const float* w, int64_t n, const GridOptions& options,
+                   const float* importance = nullptr);
 
 // Grid of a given range (min-max, 0 included as in GPTQ's reference), before any search.
 GridParams GridFromRange(float lo, float hi, const GridOptions& options);

@@ -105,6 +105,7 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
           {"format", o.format},
           {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
           {"refine_iters", o.refine_iters},
+          {"scale_init", o.scale_init},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
           {"sym", o.gptq.grid.sym},
@@ -148,6 +149,13 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
                                                    " must be positive and divide head_dim ", c.head_dim));
   }
   if (o.refine_iters < 0) return absl::InvalidArgumentError("--refine-iters must be >= 0");
+  if (o.scale_init != "minmax" && o.scale_init != "hessian") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown --scale-init \"", o.scale_init,
+                                                   "\" (supported: minmax, hessian)"));
+  }
+  if (o.method == "rtn" && (o.scale_init != "minmax" || o.refine_iters > 0)) {
+    return absl::InvalidArgumentError("--scale-init hessian and --refine-iters need a Hessian (not rtn)");
+  }
   const int bits = o.gptq.grid.bits;
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported bits ", bits, " (use 2, 3, 4 or 8)"));
@@ -207,6 +215,10 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
   PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));
   std::unique_ptr<CheckpointSink> sink;
   GptqOptions gptq_options = o.gptq;
+  if (o.scale_init == "hessian") {
+    gptq_options.grid.mse = true;
+    gptq_options.grid.hessian_search = true;
+  }
   if (o.format == "gptq") {
     GptqCheckpointOptions co;
     co.dir = output.staging_dir();

@@ -27,6 +27,9 @@ struct QuantizeOptions {
   // Two-stage group scales, stage 2: coordinate-descent sweeps over the scales once the integers are
   // fixed (0: off). Applies to every method except rtn.
   int refine_iters = 0;
+  // Two-stage group scales, stage 1: "minmax" (default), or "hessian": each group's scale searched
+  // (range shrink as --mse) to minimise its diag(H_in)-weighted error. Not for rtn.
+  std::string scale_init = "minmax";
   // gptq: the packed GPTQ checkpoint vLLM and transformers load (classic zero - 1 storage);
   // dequantized: an ordinary float32 model holding the quantized values.
   std::string format = "gptq";

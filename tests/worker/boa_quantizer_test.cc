@@ -173,5 +173,35 @@ TEST(GroupScaleOptimizerTest, KroneckerRefinementNeverIncreasesItsLossAndReduces
   }
 }
 
+TEST(GroupScaleOptimizerTest, HessianWeightedGridNeverLosesToMinMaxOnItsObjective) {
+  at::manual_seed(11);
+  GridOptions o;
+  o.bits = 2;
+  o.mse = true;
+  o.hessian_search = true;
+  GridOptions minmax;
+  minmax.bits = 2;
+  int better = 0;
+  for (int trial = 0; trial < 20; ++trial) {
+    at::Tensor w = at::randn({64});
+    at::Tensor imp = at::rand({64}).pow(4) * 10;  // uneven column importance
+    const float* pw = w.data_ptr<float>();
+    const float* pi = imp.data_ptr<float>();
+    auto err = [&](GridParams g) {
+      double e = 0;
+      for (int k = 0; k < 64; ++k) {
+        const double d = DequantizeCode(QuantizeToCode(pw[k], g, 3), g) - pw[k];
+        e += pi[k] * d * d;
+      }
+      return e;
+    };
+    const double searched = err(FitGrid(pw, 64, o, pi));
+    const double plain = err(FitGrid(pw, 64, minmax));
+    EXPECT_LE(searched, plain * (1 + 1e-9));
+    better += searched < plain;
+  }
+  EXPECT_GT(better, 10);
+}
+
 }  // namespace
 }  // namespace ptq::worker

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Quality and time of the attention-aware methods (issue 4) against GPTQ: perplexity on valid.txt
+# after `ptq quantize` with 128 x 256 calibration tokens from calib.txt (seed 0), asymmetric min-max
+# grid, damping 1 %, no act-order, groups of 128 (--partial-groups for the demo model's MLP width 704).
+# Runs are listed most important first (the machine has 2 shared cores; a full small-model run takes
+# about 5 minutes, most of it the evaluation), so a time-limited run still yields the headline cells.
+# Usage: bench/quality_table.sh [OUT_JSONL] [BUILD_DIR]
+#   PTQ_QT_MODELS="small demo"  which models;  PTQ_QT_THREADS=N  --threads;  PTQ_QT_RUNS="name ..."  only these runs (see RUNS).
+# Prints and appends one JSON line per run; bench/quality_table.py turns them into the markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench/quality_results.jsonl}
+build=${2:-build}
+small=${PTQ_SMALL_MODEL:-../shared/models/small-llama-bytes}
+small_data=${PTQ_SMALL_DATA:-../shared/data}
+models=${PTQ_QT_MODELS:-"small demo"}
+
+# name | ptq quantize flags
+RUNS=(
+  "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-2stage-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"
+  "boa-w2|--method boa --bits 2"
+  "turboboa-w2|--method turboboa --bits 2"
+  "gptq-2stage-w2|--method gptq --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-w3|--method turboboa --bits 3"
+  "boa-w3|--method boa --bits 3"
+  "gptq-2stage-w3|--method gptq --scale-init hessian --refine-iters 2 --bits 3"
+  "gptq-w2|--method gptq --bits 2"
+  "gptq-w3|--method gptq --bits 3"
+  "turboboa-refine-w2|--method turboboa --refine-iters 2 --bits 2"
+  "turboboa-hinit-w2|--method turboboa --scale-init hessian --bits 2"
+  "turboboa-2stage-w4|--method turboboa --scale-init hessian --refine-iters 2 --bits 4"
+  "gptq-w4|--method gptq --bits 4"
+  "turboboa-n4-w2|--method turboboa --joint-rows 4 --bits 2"
+  "turboboa-2stage-pc-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2 --group-size -1"
+  "gptq-pc-w2|--method gptq --bits 2 --group-size -1"
+)
+
+for m in $models; do
+  case $m in
+    small) model=$small; data=$small_data ;;
+    demo) model=models/demo/tiny-llama-bytes; data=models/demo/data ;;
+    *) echo "unknown model $m" >&2; exit 2 ;;
+  esac
+  [ -d "$model" ] || { echo "skipping $model (not found)" >&2; continue; }
+  for run in "${RUNS[@]}"; do
+    name=${run%%|*}
+    flags=${run#*|}
+    if [ -n "${PTQ_QT_RUNS:-}" ] && [[ " $PTQ_QT_RUNS " != *" $name "* ]]; then continue; fi
+    grep -q "\"run\":\"$name\",\"model_name\":\"$m\"" "$out" 2>/dev/null && continue  # resumable
+    [[ $flags == *--group-size* ]] || flags="$flags --group-size 128"
+    tmp=$(mktemp -d)
+    # shellcheck disable=SC2086
+    if "$build/ptq" ${PTQ_QT_THREADS:+--threads $PTQ_QT_THREADS} quantize --model "$model" --calib "$data/calib.txt" --eval "$data/valid.txt" \
+        --skip-fp-eval --out "$tmp/q" --partial-groups \
+        --samples 128 --seq-len 256 $flags --json 2>"$tmp/log" >"$tmp/json"; then
+      sed "s/^{/{\"run\":\"$name\",\"model_name\":\"$m\",/" "$tmp/json" | tee -a "$out"
+    else
+      echo "run $name on $m failed:" >&2; tail -5 "$tmp/log" >&2
+    fi
+    rm -rf "$tmp"
+  done
+done
