@@ -72,6 +72,12 @@ absl::Status GptqCheckpointWriter::AddQuantized(const std::string& weight_name,
   std::vector<uint8_t> zeros(groups * n);
   const float* pz = zeros_t.data_ptr<float>();
   for (int64_t i = 0; i < groups * n; ++i) {
+    // Fast kernels (ExLlama, Marlin) never read qzeros of a symmetric checkpoint: they assume
+    // 2^(b-1), so a symmetric checkpoint must hold exactly that (docs/formats.md).
+    if (o_.sym && pz[i] != static_cast<float>(1 << (o_.bits - 1))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          prefix, ": symmetric checkpoint with zero point ", pz[i], " (must be ", 1 << (o_.bits - 1), ")"));
+    }
     int z = static_cast<int>(pz[i]) - (o_.v2 ? 0 : 1);
     if (z < 0) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -64,7 +64,9 @@ TEST(GptqFormatTest, PackRowsMatchesAutoGptqPackLoop) {
 }
 
 TEST(GptqFormatTest, SymmetricZeroWordsAreTheOnesFastKernelsAssume) {
-  // Symmetric zero 2^(b-1) stored as zero - 1 (docs/formats.md).
+  // Symmetric zero 2^(b-1) stored as zero - 1 (docs/formats.md). GPTQModel's
+  // tests/test_packing.py (test_triton_compare_exllama) packs zeros of 8 at 4 bits and asserts that
+  // its loaders' dequantize_weight reads every qzero back as 8, i.e. stored 7 in each nibble.
   const std::pair<int, uint32_t> cases[] = {{4, 0x77777777u}, {2, 0x55555555u}, {8, 0x7F7F7F7Fu}};
   for (const auto& [bits, word] : cases) {
     const int64_t n = 64;

@@ -70,7 +70,8 @@ TEST(GptqCheckpointTest, WriteThenReadIsBitExactForEveryLayout) {
   for (int bits : {2, 3, 4, 8}) {
     for (bool sym : {false, true}) {
       for (bool act_order : {false, true}) {
-        for (int64_t group : {int64_t{32}, int64_t{-1}}) {
+        // 64 does not divide 96: a shorter last group (--partial-groups), ceil(96/64) = 2 groups.
+        for (int64_t group : {int64_t{32}, int64_t{64}, int64_t{-1}}) {
           for (bool v2 : {false, true}) {
             QuantizedLinear q = RandomQuantized(64, 96, bits, group, sym, act_order, ++seed);
             const std::string dir = FreshDir("layout");
@@ -132,6 +133,37 @@ TEST(GptqCheckpointTest, SymmetricQzerosHoldTheConstantWord) {
   EXPECT_EQ(config["quantization_config"]["quant_method"], "gptq");
   EXPECT_EQ(config["quantization_config"]["sym"], true);
   EXPECT_TRUE(fs::exists(dir + "/quantize_config.json"));
+}
+
+TEST(GptqCheckpointTest, ActOrderWithStaticGroupsKeepsColumnOrderGroups) {
+  // desc_act + static_groups: the grids are fixed per original column group, so g_idx must be the
+  // plain k / G that every loader (and the fast kernels, which ignore g_idx) assumes.
+  at::manual_seed(7);
+  at::Tensor w = at::randn({16, 64});
+  at::Tensor x = at::randn({256, 64}) * at::linspace(0.1, 3.0, 64);
+  GptqOptions o;
+  o.grid.bits = 4;
+  o.grid.min_zero = 1;
+  o.group_size = 16;
+  o.act_order = true;
+  o.static_groups = true;
+  auto q = GptqQuantize(w, at::matmul(x.t(), x).to(at::kDouble), o);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_TRUE(at::equal(q->g_idx.to(at::kLong), at::arange(64, at::kLong).div(16, "floor")));
+  const std::string dir = FreshDir("static_groups");
+  GptqCheckpointWriter writer(WriterOptions(dir, 4, 16, false));
+  ASSERT_TRUE(writer.AddQuantized("layer.weight", *q).ok());
+  ASSERT_TRUE(writer.Finish().ok());
+  EXPECT_TRUE(at::equal(ReadBack(dir, "layer.weight", {4, 16, false}), q->weight));
+}
+
+TEST(GptqCheckpointTest, SymmetricCheckpointRefusesAnotherZeroPoint) {
+  QuantizedLinear q = RandomQuantized(32, 64, 4, 32, true, false, 6);
+  q.zeros[3][1] = 7;  // not 2^(4-1): kernels that assume 8 would decode this group wrongly
+  GptqCheckpointWriter writer(WriterOptions(FreshDir("sym_bad"), 4, 32, true));
+  auto s = writer.AddQuantized("layer.weight", q);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.message()).find("symmetric"), std::string::npos) << s;
 }
 
 TEST(GptqCheckpointTest, LargeOutputIsShardedWithAnIndex) {
@@ -219,6 +251,16 @@ TEST(GptqCheckpointTest, QuantizedModelEvaluatesIdenticallyFromTheCheckpoint) {
   ASSERT_TRUE(model.ok()) << model.status();
   auto w = (*model)->Block(0);
   ASSERT_TRUE(w.ok()) << w.status();
+  // config.json now claims 8 bits for the 3-bit tensors: the error names the disagreeing layer.
+  auto config = nlohmann::json::parse(std::ifstream(gptq_dir + "/config.json"));
+  config["quantization_config"]["bits"] = 8;
+  std::ofstream(gptq_dir + "/config.json") << config.dump();
+  auto wrong = LlamaModel::Open(gptq_dir);
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  auto bad = (*wrong)->Block(0);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("model.layers.0."), std::string::npos)
+      << bad.status();
 }
 
 }  // namespace
