@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/logging.h"
+#include "common/metrics_server.h"
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "worker/llama_model.h"
@@ -186,6 +187,9 @@ int main(int argc, char** argv) {
   quantize->add_flag("--partial-groups", q.partial_groups,
                      "allow a shorter last group where --group-size does not divide a layer");
   quantize->add_flag("--json", q_json, "print one JSON object");
+  std::string q_metrics;
+  quantize->add_option("--metrics", q_metrics,
+                       "serve Prometheus metrics at http://HOST:PORT/metrics while it runs");
 
   std::string e_model, e_text;
   int64_t e_seq_len = 256, e_windows = 0;
@@ -201,6 +205,15 @@ int main(int argc, char** argv) {
   ptq::InitLogging(log_level);
   at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
   q.eval_fp = !skip_fp_eval;
+  std::unique_ptr<ptq::metrics::MetricsServer> metrics_server;
+  if (*quantize && !q_metrics.empty()) {
+    auto server = ptq::metrics::MetricsServer::Start(q_metrics, ptq::metrics::GlobalRegistry());
+    if (!server.ok()) {
+      std::cerr << "ptq: " << server.status().message() << "\n";
+      return 2;
+    }
+    metrics_server = std::move(*server);
+  }
   if (*quantize) return RunQuantize(q, q_json);
   if (*eval) return RunEval(e_model, e_text, e_seq_len, e_windows, e_json);
   return 2;

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/metric_names.h"
+
 namespace ptq::worker {
 
 Progress::Progress(std::string task, int64_t total_units)
@@ -17,6 +19,16 @@ void Progress::Advance(int64_t units, const std::string& detail) {
   const double eta = done_ > 0 ? elapsed * static_cast<double>(total_ - done_) / done_ : 0.0;
   spdlog::info("{} {:3.0f}% · {} · {:.1f} s elapsed · ETA {:.1f} s", task_,
                100.0 * static_cast<double>(done_) / static_cast<double>(total_), detail, elapsed, eta);
+  // The one-process pipeline counts its linear layers here; export them (job_id="local").
+  if (task_ == "quantize") {
+    metrics::Registry& registry = metrics::GlobalRegistry();
+    const metrics::Labels job = {{"job_id", "local"}};
+    metrics::CounterFor(registry, metrics::names::kLayersDone, job).Increment(static_cast<double>(units));
+    metrics::GaugeFor(registry, metrics::names::kJobProgressRatio, job)
+        .Set(total_ > 0 ? static_cast<double>(done_) / static_cast<double>(total_) : 0.0);
+    metrics::GaugeFor(registry, metrics::names::kLastProgressTimestamp, job)
+        .Set(std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  }
 }
 
 }  // namespace ptq::worker

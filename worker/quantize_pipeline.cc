@@ -26,6 +26,7 @@
 #include "worker/llama_model.h"
 #include "worker/output_folder.h"
 #include "worker/perplexity.h"
+#include "worker/pipeline_metrics.h"
 #include "worker/progress.h"
 #include "worker/rtn_quantizer.h"
 
@@ -255,6 +256,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
   PTQ_ASSIGN_OR_RETURN(at::Tensor hidden, model.Embed(calib_ids));
   report.forward_seconds += Since(t_embed);
   Progress progress("quantize", config.num_hidden_layers * 7);
+  PipelineMetrics pipeline_metrics;
   std::set<std::string> quantized_names;
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     const auto block_start = Clock::now();
@@ -314,6 +316,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
           lr.relative_loss = base > 0 ? q.loss / base : 0;
         }
         report.layers.push_back(lr);
+        pipeline_metrics.Layer(layer, LinearName(kind), lr);
         PTQ_RETURN_IF_ERROR(sink->AddQuantized(name, q));
         quantized_names.insert(name);
         w.Linear(kind) = q.weight;
@@ -329,6 +332,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
     ForwardAll(hidden, w, config, rope, o.batch_windows, nullptr, std::nullopt);
     report.forward_seconds += Since(t);
     report.block_seconds.push_back(Since(block_start));
+    pipeline_metrics.Block(report, report.block_seconds.back(), o.samples * o.seq_len);
   }
 
   auto t_write = Clock::now();

@@ -1,0 +1,25 @@
+// Records the one-process pipeline's progress in the process-wide metrics registry (job_id="local"):
+// blocks done, seconds per block and per phase, per-layer reconstruction loss, calibration tokens/s.
+// Layers done and progress ratio come from worker/progress.cc. Not thread-safe (one per pipeline run).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "worker/quantize_pipeline.h"
+
+namespace ptq::worker {
+
+class PipelineMetrics {
+ public:
+  // Reports one quantized linear layer of transformer block `block`.
+  void Layer(int64_t block, const std::string& layer, const LayerReport& report);
+  // Reports a finished block: `report` carries the run's cumulative phase seconds so far; `tokens`
+  // calibration tokens went through the block's forwards.
+  void Block(const QuantizeReport& report, double block_seconds, int64_t tokens);
+
+ private:
+  double forward_seen_ = 0, statistics_seen_ = 0, quantize_seen_ = 0;
+};
+
+}  // namespace ptq::worker
