@@ -196,7 +196,7 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   return absl::OkStatus();
 }
 
-absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
+absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHooks& hooks) {
   const auto job_start = Clock::now();
   QuantizeReport report;
   PTQ_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(o.model_dir));
@@ -262,6 +262,10 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
     const auto block_start = Clock::now();
     PTQ_ASSIGN_OR_RETURN(BlockWeights w, model.Block(layer));
     for (LinearSlot slot : kSlotOrder) {
+      if (hooks.cancel != nullptr && hooks.cancel->load()) {
+        return absl::CancelledError(absl::StrCat("cancelled in block ", layer + 1, " of ",
+                                                 config.num_hidden_layers));
+      }
       at::Tensor hessian;
       const bool attention_aware = (o.method == "boa" || o.method == "turboboa");
       std::optional<AttentionStatistics> attention;
@@ -326,6 +330,18 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
                                                   lr.relative_loss)
                                 : absl::StrFormat("block %d/%d %s", layer + 1,
                                                   config.num_hidden_layers, LinearName(kind)));
+        if (hooks.on_layer) {
+          LayerProgress p;
+          p.block = layer;
+          p.num_blocks = config.num_hidden_layers;
+          p.layers_done = static_cast<int64_t>(report.layers.size());
+          p.layers_total = config.num_hidden_layers * 7;
+          p.elapsed_seconds = Since(job_start);
+          p.eta_seconds = p.elapsed_seconds * static_cast<double>(p.layers_total - p.layers_done) /
+                          static_cast<double>(p.layers_done);
+          p.layer = &report.layers.back();
+          hooks.on_layer(p);
+        }
       }
     }
     auto t = Clock::now();
@@ -333,6 +349,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o) {
     report.forward_seconds += Since(t);
     report.block_seconds.push_back(Since(block_start));
     pipeline_metrics.Block(report, report.block_seconds.back(), o.samples * o.seq_len);
+    if (hooks.on_block) hooks.on_block(layer, config.num_hidden_layers);
   }
 
   auto t_write = Clock::now();

@@ -4,7 +4,9 @@
 // when an evaluation text is given.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,29 @@
 #include "worker/gptq_quantizer.h"
 
 namespace ptq::worker {
+
+struct LayerReport;
+
+// What a running job tells its owner after each linear layer (the service streams these as
+// Watch events; `ptq quantize` prints them).
+struct LayerProgress {
+  int64_t block = 0;         // 0-based transformer block
+  int64_t num_blocks = 0;
+  int64_t layers_done = 0;   // linear layers finished in the whole job
+  int64_t layers_total = 0;
+  double elapsed_seconds = 0;
+  double eta_seconds = 0;
+  const LayerReport* layer = nullptr;
+};
+
+// Optional hooks for a caller that runs the pipeline as a job. Not part of the checkpoint's options.
+struct JobHooks {
+  std::function<void(const LayerProgress&)> on_layer;
+  // Called after block `block` is finished (its quantized tensors are in the sink).
+  std::function<void(int64_t block, int64_t num_blocks)> on_block;
+  // Checked between layers; when set the run stops with CANCELLED and leaves no checkpoint.
+  const std::atomic<bool>* cancel = nullptr;
+};
 
 struct QuantizeOptions {
   std::string model_dir;
@@ -70,6 +95,7 @@ struct QuantizeReport {
 // Checks options against the model: method, bits, group size dividing every layer's input size.
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& options, const ModelConfig& config);
 
-absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& options);
+absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& options,
+                                           const JobHooks& hooks = {});
 
 }  // namespace ptq::worker
