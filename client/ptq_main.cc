@@ -155,6 +155,13 @@ int main(int argc, char** argv) {
   quantize->add_option("--joint-rows", q.joint_rows,
                        "turboboa: out-channels of a head quantized jointly (boa: 1)")
       ->capture_default_str();
+  quantize->add_option("--residual-alpha", q.residual_alpha,
+                       "correct for the error earlier quantized layers pass on, 0 (off) to 1 "
+                       "(default: 0.25 for turboboa, 0 otherwise)");
+  bool no_value_block = false;
+  quantize->add_flag("--no-value-block", no_value_block,
+                     "boa/turboboa: W_v with the shared input Hessian instead of per-head "
+                     "attention-weighted ones (saves a hidden x hidden matrix per kv head)");
   quantize->add_option("--refine-iters", q.refine_iters,
                        "coordinate-descent sweeps refining group scales after quantization (0: off)")
       ->capture_default_str();
@@ -205,6 +212,7 @@ int main(int argc, char** argv) {
   ptq::InitLogging(log_level);
   at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
   q.eval_fp = !skip_fp_eval;
+  q.value_block = !no_value_block;
   std::unique_ptr<ptq::metrics::MetricsServer> metrics_server;
   if (*quantize && !q_metrics.empty()) {
     auto server = ptq::metrics::MetricsServer::Start(q_metrics, ptq::metrics::GlobalRegistry());

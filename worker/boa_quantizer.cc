@@ -72,4 +72,43 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
   return out;
 }
 
+absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
+                                                 const std::vector<at::Tensor>& h_in_per_head,
+                                                 const GptqOptions& o, const std::string& what) {
+  const int64_t heads = static_cast<int64_t>(h_in_per_head.size());
+  if (heads == 0 || weight.size(0) % heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", weight.size(0),
+                                                   " output rows do not split into ", heads, " heads"));
+  }
+  if (o.act_order && !o.static_groups) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": act-order with per-head value Hessians gives each head its own column order, which "
+              "one g_idx cannot store (use --static-groups or --no-value-block)"));
+  }
+  const int64_t hd = weight.size(0) / heads;
+  std::vector<QuantizedLinear> parts;
+  double loss = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
+                         GptqQuantize(weight.narrow(0, h * hd, hd), h_in_per_head[h], o,
+                                      absl::StrCat(what, " head ", h)));
+    loss += q.loss;
+    parts.push_back(std::move(q));
+  }
+  QuantizedLinear out = parts.front();
+  std::vector<at::Tensor> weights, codes, scales, zeros;
+  for (const auto& b : parts) {
+    weights.push_back(b.weight);
+    codes.push_back(b.codes);
+    scales.push_back(b.scales);
+    zeros.push_back(b.zeros);
+  }
+  out.weight = at::cat(weights, 0);
+  out.codes = at::cat(codes, 0);
+  out.scales = at::cat(scales, 0);
+  out.zeros = at::cat(zeros, 0);
+  out.loss = loss;
+  return out;
+}
+
 }  // namespace ptq::worker

@@ -28,6 +28,14 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
                                             const std::vector<at::Tensor>& h_out,
                                             const BoaOptions& options, const std::string& what);
 
+// W_v with BoA's value-block Hessians: the rows of key/value head h quantized by GPTQ with their own
+// H_in (worker/value_statistics.h). weight: [kv_heads * head_dim, in]. The loss is the sum of the
+// heads' losses. Act-order with per-head column orders cannot be stored in one g_idx: refused unless
+// static groups keep g_idx in column order.
+absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
+                                                 const std::vector<at::Tensor>& h_in_per_head,
+                                                 const GptqOptions& options, const std::string& what);
+
 // sum over heads of tr((W - Q)_h H_in (W - Q)_h^T H_out_h): the objective BoA minimises.
 double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,
                      const std::vector<at::Tensor>& h_out);

@@ -44,6 +44,24 @@ double RefineGroupScales(QuantizedLinear& q, const at::Tensor& target, const at:
   return LayerLoss(target, q.weight, hessian);
 }
 
+double RefineGroupScalesPerHead(QuantizedLinear& q, const at::Tensor& target,
+                                const std::vector<at::Tensor>& h_in_per_head, int iterations) {
+  const int64_t heads = static_cast<int64_t>(h_in_per_head.size());
+  const int64_t hd = q.weight.size(0) / heads;
+  double loss = 0;
+  for (int64_t h = 0; h < heads; ++h) {
+    QuantizedLinear part = q;
+    part.weight = q.weight.narrow(0, h * hd, hd).clone();
+    part.codes = q.codes.narrow(0, h * hd, hd);
+    part.scales = q.scales.narrow(0, h * hd, hd).clone();
+    part.zeros = q.zeros.narrow(0, h * hd, hd);
+    loss += RefineGroupScales(part, target.narrow(0, h * hd, hd), h_in_per_head[h], iterations);
+    q.scales.narrow(0, h * hd, hd).copy_(part.scales);
+    q.weight.narrow(0, h * hd, hd).copy_(part.weight);
+  }
+  return loss;
+}
+
 double RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& target,
                                   const at::Tensor& h_in, const std::vector<at::Tensor>& h_out,
                                   int iterations) {

@@ -20,6 +20,11 @@ namespace ptq::worker {
 double RefineGroupScales(QuantizedLinear& q, const at::Tensor& target, const at::Tensor& hessian,
                          int iterations);
 
+// RefineGroupScales on each head's rows with that head's Hessian (W_v with BoA's value-block
+// Hessians). Rows are independent given their H, so heads are refined apart. Returns the summed loss.
+double RefineGroupScalesPerHead(QuantizedLinear& q, const at::Tensor& target,
+                                const std::vector<at::Tensor>& h_in_per_head, int iterations);
+
 // The same on BoA's per-head Kronecker loss sum_h tr(H_out_h dW_h H_in dW_h^T) (q_proj / k_proj):
 // rows of a head are coupled through H_out, so scales are updated one (row, group) at a time,
 //   d = v^T [H_out R H_in]_{r,g} / (H_out_rr v^T H_in_gg v),

@@ -28,7 +28,9 @@
 #include "worker/perplexity.h"
 #include "worker/pipeline_metrics.h"
 #include "worker/progress.h"
+#include "worker/residual_correction.h"
 #include "worker/rtn_quantizer.h"
+#include "worker/value_statistics.h"
 
 namespace ptq::worker {
 namespace {
@@ -60,22 +62,52 @@ class SlotStatistics final : public BlockObserver {
   double seconds_ = 0;
 };
 
-// Sends one forward's observations to several observers.
-class ObserverPair final : public BlockObserver {
+// Sends one forward's observations to several observers, in order.
+class ObserverList final : public BlockObserver {
  public:
-  ObserverPair(BlockObserver* a, BlockObserver* b) : a_(a), b_(b) {}
+  explicit ObserverList(std::vector<BlockObserver*> observers) : observers_(std::move(observers)) {}
   void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
-    a_->OnLinearInput(slot, x);
-    b_->OnLinearInput(slot, x);
+    for (BlockObserver* o : observers_) o->OnLinearInput(slot, x);
   }
   void OnAttention(const AttentionInternals& in) override {
-    a_->OnAttention(in);
-    b_->OnAttention(in);
+    for (BlockObserver* o : observers_) o->OnAttention(in);
   }
 
  private:
-  BlockObserver* a_;
-  BlockObserver* b_;
+  std::vector<BlockObserver*> observers_;
+};
+
+// Keeps one slot's input of a forward (the full-precision side of the residual cross term).
+class SlotCapture final : public BlockObserver {
+ public:
+  explicit SlotCapture(LinearSlot slot) : slot_(slot) {}
+  void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
+    if (slot == slot_) x_ = x;
+  }
+  const at::Tensor& x() const { return x_; }
+
+ private:
+  LinearSlot slot_;
+  at::Tensor x_;
+};
+
+// Adds (x_f - x_q) x_q^T for one slot, x_f captured from the full-precision forward of the same batch.
+class CrossObserver final : public BlockObserver {
+ public:
+  CrossObserver(LinearSlot slot, const at::Tensor& x_fp, CrossTermAccumulator* cross)
+      : slot_(slot), x_fp_(x_fp), cross_(cross) {}
+  void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
+    if (slot != slot_) return;
+    auto t = Clock::now();
+    cross_->Add(x_fp_, x);
+    seconds += Since(t);
+  }
+  double seconds = 0;
+
+ private:
+  LinearSlot slot_;
+  const at::Tensor& x_fp_;
+  CrossTermAccumulator* cross_;
 };
 
 int64_t SlotInputDim(LinearSlot slot, const ModelConfig& c) {
@@ -101,12 +133,39 @@ void ForwardAll(at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c,
   }
 }
 
+// Feeds statistics for `slot` over all calibration windows (stopping after `stop`). With a
+// full-precision stream it also runs each batch through the full-precision block and adds the
+// residual cross term; returns the seconds spent accumulating it.
+double ForwardStatistics(const at::Tensor& hidden, const BlockWeights& w, const at::Tensor* hidden_fp,
+                         const BlockWeights& w_fp, const ModelConfig& c, const RopeTable& rope,
+                         int64_t batch, BlockObserver* observer, LinearSlot slot, LinearSlot stop,
+                         CrossTermAccumulator* cross) {
+  const int64_t n = hidden.size(0);
+  double cross_seconds = 0;
+  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+    const int64_t bn = std::min(batch, n - b0);
+    if (hidden_fp == nullptr) {
+      BlockForward(hidden.narrow(0, b0, bn), w, c, rope, observer, stop);
+      continue;
+    }
+    SlotCapture capture(slot);
+    BlockForward(hidden_fp->narrow(0, b0, bn), w_fp, c, rope, &capture, slot);
+    CrossObserver cross_observer(slot, capture.x(), cross);
+    ObserverList both({observer, &cross_observer});
+    BlockForward(hidden.narrow(0, b0, bn), w, c, rope, &both, stop);
+    cross_seconds += cross_observer.seconds;
+  }
+  return cross_seconds;
+}
+
 nlohmann::json OptionsJson(const QuantizeOptions& o) {
   return {{"method", o.method},
           {"format", o.format},
           {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
           {"refine_iters", o.refine_iters},
           {"scale_init", o.scale_init},
+          {"residual_alpha", EffectiveResidualAlpha(o)},
+          {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
           {"sym", o.gptq.grid.sym},
@@ -140,6 +199,11 @@ absl::StatusOr<double> Perplexity(const std::string& model_dir, const QuantizeOp
 
 }  // namespace
 
+double EffectiveResidualAlpha(const QuantizeOptions& o) {
+  if (o.residual_alpha >= 0) return o.residual_alpha;
+  return o.method == "turboboa" ? 0.25 : 0.0;
+}
+
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig& c) {
   if (o.method != "rtn" && o.method != "gptq" && o.method != "boa" && o.method != "turboboa") {
     return absl::InvalidArgumentError(absl::StrCat("unknown method \"", o.method,
@@ -150,6 +214,12 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
                                                    " must be positive and divide head_dim ", c.head_dim));
   }
   if (o.refine_iters < 0) return absl::InvalidArgumentError("--refine-iters must be >= 0");
+  if (o.residual_alpha > 1) {
+    return absl::InvalidArgumentError("--residual-alpha must be between 0 (off) and 1 (exact target)");
+  }
+  if (o.method == "rtn" && o.residual_alpha > 0) {
+    return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
+  }
   if (o.scale_init != "minmax" && o.scale_init != "hessian") {
     return absl::InvalidArgumentError(absl::StrCat("unknown --scale-init \"", o.scale_init,
                                                    "\" (supported: minmax, hessian)"));
@@ -248,40 +318,60 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     report.eval_seconds += Since(t);
   }
 
-  spdlog::info("quantizing {} blocks with {} W{} g{} on {} x {} calibration tokens",
+  spdlog::info("quantizing {} blocks with {} W{} g{} on {} x {} calibration tokens{}",
                config.num_hidden_layers, o.method, o.gptq.grid.bits, o.gptq.group_size, o.samples,
-               o.seq_len);
+               o.seq_len,
+               EffectiveResidualAlpha(o) > 0
+                   ? absl::StrFormat(", residual correction alpha %g", EffectiveResidualAlpha(o))
+                   : std::string());
   RopeTable rope = BuildRopeTable(config, o.seq_len);
   auto t_embed = Clock::now();
   PTQ_ASSIGN_OR_RETURN(at::Tensor hidden, model.Embed(calib_ids));
   report.forward_seconds += Since(t_embed);
+  const double alpha = EffectiveResidualAlpha(o);
+  const bool attention_aware = (o.method == "boa" || o.method == "turboboa");
+  // The full-precision stream X_f, only for the residual correction.
+  at::Tensor hidden_fp;
+  if (alpha > 0) hidden_fp = hidden.clone();
   Progress progress("quantize", config.num_hidden_layers * 7);
   PipelineMetrics pipeline_metrics;
   std::set<std::string> quantized_names;
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     const auto block_start = Clock::now();
     PTQ_ASSIGN_OR_RETURN(BlockWeights w, model.Block(layer));
+    // The quantizers return new tensors, so this shallow copy keeps the full-precision weights.
+    const BlockWeights w_fp = w;
     for (LinearSlot slot : kSlotOrder) {
       if (hooks.cancel != nullptr && hooks.cancel->load()) {
         return absl::CancelledError(absl::StrCat("cancelled in block ", layer + 1, " of ",
                                                  config.num_hidden_layers));
       }
       at::Tensor hessian;
-      const bool attention_aware = (o.method == "boa" || o.method == "turboboa");
       std::optional<AttentionStatistics> attention;
+      std::optional<ValueStatistics> values;
+      std::optional<CrossTermAccumulator> cross;
       if (o.method != "rtn") {
         SlotStatistics stats(slot, SlotInputDim(slot, config));
-        auto t = Clock::now();
+        std::vector<BlockObserver*> observers = {&stats};
+        LinearSlot stop = slot;
         if (attention_aware && slot == LinearSlot::kAttnIn) {
-          // Run through attention so the RoPE'd queries and keys are seen too.
+          // Run through attention so the RoPE'd queries and keys (and the probabilities) are seen.
           attention.emplace(config, o.seq_len);
-          ObserverPair both(&stats, &*attention);
-          ForwardAll(hidden, w, config, rope, o.batch_windows, &both, LinearSlot::kAttnOut);
-        } else {
-          ForwardAll(hidden, w, config, rope, o.batch_windows, &stats, slot);
+          observers.push_back(&*attention);
+          if (o.value_block) {
+            values.emplace(config);
+            observers.push_back(&*values);
+          }
+          stop = LinearSlot::kAttnOut;
         }
-        report.statistics_seconds += stats.seconds();
-        report.forward_seconds += Since(t) - stats.seconds();
+        if (alpha > 0) cross.emplace(SlotInputDim(slot, config));
+        ObserverList all(std::move(observers));
+        auto t = Clock::now();
+        const double cross_seconds =
+            ForwardStatistics(hidden, w, alpha > 0 ? &hidden_fp : nullptr, w_fp, config, rope,
+                              o.batch_windows, &all, slot, stop, cross ? &*cross : nullptr);
+        report.statistics_seconds += stats.seconds() + cross_seconds;
+        report.forward_seconds += Since(t) - stats.seconds() - cross_seconds;
         hessian = stats.hessian().Hessian();
       }
       for (LinearKind kind : kAllLinears) {
@@ -289,25 +379,40 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         const std::string name = LinearWeightName(layer, kind);
         auto t = Clock::now();
         QuantizedLinear q;
-        std::vector<at::Tensor> h_out;  // per head; empty: H_out = I (plain GPTQ loss)
+        // What the quantized layer should reproduce: W, or with the residual correction the W'
+        // for which ||W X_f - Q X_q|| = ||(W' - Q) X_q|| + const (worker/residual_correction.h).
+        // For W_v with value-block Hessians the input-side W' is an approximation (the exact
+        // target would need both streams' attention probabilities).
+        at::Tensor target = w.Linear(kind);
+        if (cross) {
+          PTQ_ASSIGN_OR_RETURN(target, ResidualTarget(target, hessian, cross->Cross(), alpha,
+                                                      o.gptq.damp, name));
+        }
+        std::vector<at::Tensor> h_out;   // per head; empty: H_out = I (plain GPTQ loss)
+        std::vector<at::Tensor> h_value; // per kv head H_in of W_v (value block)
         if (attention && (kind == LinearKind::kQ || kind == LinearKind::kK)) {
           BoaOptions bo;
           bo.gptq = gptq_options;
           bo.joint_rows = o.method == "boa" ? 1 : o.joint_rows;
           h_out = kind == LinearKind::kQ ? attention->QueryOutputHessians()
                                          : attention->KeyOutputHessians();
-          PTQ_ASSIGN_OR_RETURN(q, BoaQuantize(w.Linear(kind), hessian, h_out, bo, name));
+          PTQ_ASSIGN_OR_RETURN(q, BoaQuantize(target, hessian, h_out, bo, name));
+        } else if (values && kind == LinearKind::kV) {
+          h_value = values->Hessians();
+          PTQ_ASSIGN_OR_RETURN(q, BoaValueQuantize(target, h_value, gptq_options, name));
         } else if (o.method != "rtn") {
-          PTQ_ASSIGN_OR_RETURN(q, GptqQuantize(w.Linear(kind), hessian, gptq_options, name));
+          PTQ_ASSIGN_OR_RETURN(q, GptqQuantize(target, hessian, gptq_options, name));
         } else {
-          q = RtnQuantize(w.Linear(kind), gptq_options.grid, o.gptq.group_size);
+          q = RtnQuantize(target, gptq_options.grid, o.gptq.group_size);
         }
         if (o.refine_iters > 0 && hessian.defined()) {
-          if (h_out.empty()) {
-            q.loss = RefineGroupScales(q, w.Linear(kind), hessian, o.refine_iters);
-          } else {  // q/k of BoA: refine on the Kronecker loss BoA minimised, not row by row
-            RefineGroupScalesKronecker(q, w.Linear(kind), hessian, h_out, o.refine_iters);
-            q.loss = LayerLoss(w.Linear(kind), q.weight, hessian);
+          if (!h_out.empty()) {  // q/k of BoA: refine on the Kronecker loss BoA minimised
+            RefineGroupScalesKronecker(q, target, hessian, h_out, o.refine_iters);
+            q.loss = LayerLoss(target, q.weight, hessian);
+          } else if (!h_value.empty()) {
+            q.loss = RefineGroupScalesPerHead(q, target, h_value, o.refine_iters);
+          } else {
+            q.loss = RefineGroupScales(q, target, hessian, o.refine_iters);
           }
         }
         LayerReport lr;
@@ -316,7 +421,16 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         report.quantize_seconds += lr.seconds;
         if (hessian.defined()) {
           lr.loss = q.loss;
-          const double base = LayerLoss(w.Linear(kind), at::zeros_like(w.Linear(kind)), hessian);
+          double base = 0;
+          if (h_value.empty()) {
+            base = LayerLoss(target, at::zeros_like(target), hessian);
+          } else {
+            const int64_t hd = config.head_dim;
+            for (size_t h = 0; h < h_value.size(); ++h) {
+              at::Tensor rows = target.narrow(0, static_cast<int64_t>(h) * hd, hd);
+              base += LayerLoss(rows, at::zeros_like(rows), h_value[h]);
+            }
+          }
           lr.relative_loss = base > 0 ? q.loss / base : 0;
         }
         report.layers.push_back(lr);
@@ -346,6 +460,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     }
     auto t = Clock::now();
     ForwardAll(hidden, w, config, rope, o.batch_windows, nullptr, std::nullopt);
+    if (alpha > 0) ForwardAll(hidden_fp, w_fp, config, rope, o.batch_windows, nullptr, std::nullopt);
     report.forward_seconds += Since(t);
     report.block_seconds.push_back(Since(block_start));
     pipeline_metrics.Block(report, report.block_seconds.back(), o.samples * o.seq_len);

@@ -49,6 +49,14 @@ struct QuantizeOptions {
   // BoA / TurboBoA: q_proj and k_proj rows quantized `joint_rows` at a time with out-channel
   // compensation through their heads' H_out (boa forces 1); v, o and the MLP use GPTQ.
   int64_t joint_rows = 16;
+  // Correction for the error earlier quantized layers pass on (TurboBoA feature 2): each layer's
+  // target is W X_f (full-precision inputs) instead of W X_q, with the cross term scaled by alpha.
+  // Negative: the method's default (turboboa 0.25, otherwise 0 = off). Costs a second block forward
+  // on the full-precision stream.
+  double residual_alpha = -1;
+  // BoA / TurboBoA: W_v quantized per key/value head with the covariance of the attention-weighted
+  // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in (less memory).
+  bool value_block = true;
   // Two-stage group scales, stage 2: coordinate-descent sweeps over the scales once the integers are
   // fixed (0: off). Applies to every method except rtn.
   int refine_iters = 0;
@@ -91,6 +99,9 @@ struct QuantizeReport {
   std::vector<LayerReport> layers;
   std::string out_dir;
 };
+
+// residual_alpha with the method's default applied.
+double EffectiveResidualAlpha(const QuantizeOptions& options);
 
 // Checks options against the model: method, bits, group size dividing every layer's input size.
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& options, const ModelConfig& config);

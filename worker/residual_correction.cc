@@ -1,0 +1,52 @@
+#include "worker/residual_correction.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/gptq_quantizer.h"
+
+namespace ptq::worker {
+
+CrossTermAccumulator::CrossTermAccumulator(int64_t dim)
+    : sum_(at::zeros({dim, dim}, at::TensorOptions().dtype(at::kDouble))) {}
+
+void CrossTermAccumulator::Add(const at::Tensor& x_fp, const at::Tensor& x_q) {
+  const int64_t dim = sum_.size(0);
+  at::Tensor q = x_q.reshape({-1, dim}).to(at::kFloat);
+  at::Tensor f = x_fp.reshape({-1, dim}).to(at::kFloat);
+  // Same recipe as HessianAccumulator: product in float32 on the device, summed in float64.
+  sum_.add_(at::matmul((f - q).t(), q).to(sum_.device()).to(at::kDouble));
+  count_ += q.size(0);
+}
+
+void CrossTermAccumulator::Merge(const CrossTermAccumulator& other) {
+  sum_.add_(other.sum_);
+  count_ += other.count_;
+}
+
+at::Tensor CrossTermAccumulator::Cross() const {
+  return count_ > 0 ? sum_ * (2.0 / static_cast<double>(count_)) : sum_.clone();
+}
+
+absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Tensor& hessian,
+                                          const at::Tensor& cross, double alpha, double damp,
+                                          const std::string& what) {
+  if (alpha == 0) return weight;
+  const int64_t in = weight.size(1);
+  if (hessian.size(0) != in || cross.size(0) != in || cross.size(1) != in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": residual correction needs ", in, " x ", in, " statistics"));
+  }
+  at::Tensor h = hessian.to(at::kDouble).clone();
+  at::Tensor diag = h.diagonal();
+  diag.masked_fill_(diag == 0, 1.0);  // dead inputs, as GPTQ treats them (their D column is 0)
+  // (H + damp)^-1 = U^T U with U upper: D H^-1 = (D U^T) U.
+  PTQ_ASSIGN_OR_RETURN(at::Tensor u, InverseCholeskyUpper(h, damp, what));
+  u = u.to(at::kDouble);
+  at::Tensor d_hinv = at::matmul(at::matmul(cross.to(at::kDouble), u.t()), u);
+  at::Tensor w = weight.to(at::kDouble);
+  return (w + alpha * at::matmul(w, d_hinv)).to(weight.scalar_type());
+}
+
+}  // namespace ptq::worker
