@@ -16,24 +16,31 @@ small_data=${PTQ_SMALL_DATA:-../shared/data}
 models=${PTQ_QT_MODELS:-"small demo"}
 
 # name | ptq quantize flags
+# turboboa = all three features (16 joint rows, --residual-alpha 0.25, adaptive grids) plus BoA's
+# value block; the ablations switch one off each; "2stage" adds both stages of the group scales.
 RUNS=(
   "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-2stage-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"
-  "boa-w2|--method boa --bits 2"
+  "gptq-w2|--method gptq --bits 2"
   "turboboa-w2|--method turboboa --bits 2"
+  "boa-w2|--method boa --bits 2"
   "gptq-2stage-w2|--method gptq --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-noresid-w2|--method turboboa --residual-alpha 0 --bits 2"
+  "turboboa-novblock-w2|--method turboboa --no-value-block --bits 2"
+  "turboboa-n4-w2|--method turboboa --joint-rows 4 --bits 2"
+  "gptq-w3|--method gptq --bits 3"
   "turboboa-w3|--method turboboa --bits 3"
   "boa-w3|--method boa --bits 3"
   "gptq-2stage-w3|--method gptq --scale-init hessian --refine-iters 2 --bits 3"
-  "gptq-w2|--method gptq --bits 2"
-  "gptq-w3|--method gptq --bits 3"
-  "turboboa-refine-w2|--method turboboa --refine-iters 2 --bits 2"
-  "turboboa-hinit-w2|--method turboboa --scale-init hessian --bits 2"
   "turboboa-2stage-w4|--method turboboa --scale-init hessian --refine-iters 2 --bits 4"
   "gptq-w4|--method gptq --bits 4"
-  "turboboa-n4-w2|--method turboboa --joint-rows 4 --bits 2"
+  "rtn-w2|--method rtn --bits 2"
+  "rtn-w3|--method rtn --bits 3"
+  "rtn-w4|--method rtn --bits 4"
   "turboboa-2stage-pc-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2 --group-size -1"
   "gptq-pc-w2|--method gptq --bits 2 --group-size -1"
+  "turboboa-2stage-pc-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3 --group-size -1"
+  "gptq-pc-w3|--method gptq --bits 3 --group-size -1"
 )
 
 for m in $models; do

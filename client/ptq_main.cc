@@ -77,7 +77,7 @@ int RunQuantize(const QuantizeOptions& o, bool json) {
     nlohmann::json layers = nlohmann::json::array();
     for (const auto& l : r.layers) {
       layers.push_back({{"name", l.name}, {"loss", l.loss}, {"relative_loss", l.relative_loss},
-                        {"seconds", l.seconds}});
+                        {"rtn_relative_loss", l.rtn_relative_loss}, {"seconds", l.seconds}});
     }
     nlohmann::json j = {
         {"model", o.model_dir},
@@ -122,6 +122,7 @@ int RunQuantize(const QuantizeOptions& o, bool json) {
                 r.eval_seconds);
     std::printf("  peak memory: %.0f MiB\n", PeakRssMiB());
     std::printf("  checkpoint: %s\n", r.out_dir.c_str());
+    std::printf("  per-layer report: %s/ptq_report.svg (and .json)\n", r.out_dir.c_str());
   }
   return 0;
 }

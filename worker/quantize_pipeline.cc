@@ -23,6 +23,7 @@
 #include "worker/gptq_checkpoint_writer.h"
 #include "worker/hessian_accumulator.h"
 #include "worker/llama_block.h"
+#include "worker/layer_report.h"
 #include "worker/llama_model.h"
 #include "worker/output_folder.h"
 #include "worker/perplexity.h"
@@ -432,6 +433,18 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
             }
           }
           lr.relative_loss = base > 0 ? q.loss / base : 0;
+          // Plain rounding on the same grid, for the report (per-head loss for the value block).
+          const QuantizedLinear rtn = RtnQuantize(target, gptq_options.grid, o.gptq.group_size);
+          if (h_value.empty()) {
+            lr.rtn_loss = LayerLoss(target, rtn.weight, hessian);
+          } else {
+            const int64_t hd = config.head_dim;
+            for (size_t h = 0; h < h_value.size(); ++h) {
+              const int64_t r0 = static_cast<int64_t>(h) * hd;
+              lr.rtn_loss += LayerLoss(target.narrow(0, r0, hd), rtn.weight.narrow(0, r0, hd), h_value[h]);
+            }
+          }
+          lr.rtn_relative_loss = base > 0 ? lr.rtn_loss / base : 0;
         }
         report.layers.push_back(lr);
         pipeline_metrics.Layer(layer, LinearName(kind), lr);
@@ -484,6 +497,13 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     report.eval_seconds += Since(t);
   }
   report.seconds = Since(job_start);
+  std::string title = absl::StrFormat("%s W%d g%d of %s", o.method, o.gptq.grid.bits,
+                                      o.gptq.group_size, o.model_dir);
+  if (report.perplexity_quant >= 0) {
+    absl::StrAppendFormat(&title, ": perplexity %s%.4f", report.perplexity_fp >= 0
+        ? absl::StrFormat("%.4f -> ", report.perplexity_fp) : std::string(), report.perplexity_quant);
+  }
+  PTQ_RETURN_IF_ERROR(WriteLayerReport(output.final_dir(), report, title));
   return report;
 }
 

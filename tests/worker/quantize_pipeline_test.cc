@@ -11,6 +11,7 @@
 #include "worker/llama_model.h"
 #include "worker/perplexity.h"
 #include "worker/quantize_pipeline.h"
+#include "nlohmann/json.hpp"
 
 namespace ptq::worker {
 namespace {
@@ -56,6 +57,20 @@ TEST(QuantizePipelineTest, GptqBeatsRtnAndOutputReproducesTheModel) {
   }
   EXPECT_TRUE(fs::exists(g->out_dir + "/config.json"));
   EXPECT_FALSE(fs::exists(g->out_dir + ".partial"));
+  // The per-layer report: GPTQ's loss against plain rounding on the same grid, layer by layer.
+  double gptq_total = 0, rtn_total = 0;
+  for (const auto& l : g->layers) {
+    gptq_total += l.loss;
+    rtn_total += l.rtn_loss;
+    EXPECT_LT(l.loss, l.rtn_loss * 1.05) << l.name;
+  }
+  EXPECT_LT(gptq_total, 0.8 * rtn_total);
+  EXPECT_TRUE(fs::exists(g->out_dir + "/ptq_report.svg"));
+  std::ifstream report_file(g->out_dir + "/ptq_report.json");
+  nlohmann::json report = nlohmann::json::parse(report_file);
+  ASSERT_EQ(report["layers"].size(), g->layers.size());
+  EXPECT_EQ(report["layers"][5]["name"], g->layers[5].name);
+  EXPECT_DOUBLE_EQ(report["layers"][5]["rtn_loss"].get<double>(), g->layers[5].rtn_loss);
 
   QuantizeOptions turbo = DemoOptions(TempDir("turboboa"));
   turbo.method = "turboboa";
