@@ -8,8 +8,9 @@ packages=(
   libabsl-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsqlite3-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgloo-dev libgtest-dev libgmock-dev
-  libmicrohttpd-dev pkg-config                # /metrics endpoint (prometheus-cpp is not in Debian 12)
+  libmicrohttpd-dev                          # /metrics endpoint (prometheus-cpp is not in Debian 12)
   kubernetes-client python3-yaml             # offline checks of deploy/ (kubectl kustomize)
+  prometheus                                 # the scrape test: a real Prometheus reads /metrics
   sentencepiece                              # spm_encode, for models with a tokenizer.model
 )
 missing=()
