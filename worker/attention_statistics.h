@@ -10,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "worker/exact_sum.h"
 #include "worker/llama_block.h"
 
 namespace ptq::worker {
@@ -24,16 +25,17 @@ class AttentionStatistics final : public BlockObserver {
   // H_out per key/value head, from the queries of the heads that share it.
   std::vector<at::Tensor> KeyOutputHessians() const;
 
-  // Sums kept for merging: [kv_heads, hd, hd] float64 each.
-  const at::Tensor& key_sum() const { return key_sum_; }
-  const at::Tensor& query_sum() const { return query_sum_; }
+  // Sums kept for merging (all-reduce): [kv_heads, hd, hd] each, and the token count.
+  ExactSum& key_sum() { return key_sum_; }
+  ExactSum& query_sum() { return query_sum_; }
+  int64_t& tokens() { return tokens_; }
 
  private:
   at::Tensor RotateBack(const at::Tensor& m) const;  // (1/T) sum_i R_i^T m R_i
   ModelConfig config_;
   at::Tensor rotations_;  // [T, hd, hd]: R_i, the RoPE rotation at position i
-  at::Tensor key_sum_;    // sum over tokens of k k^T per kv head
-  at::Tensor query_sum_;  // sum over tokens and sharing heads of q q^T per kv head
+  ExactSum key_sum_;    // sum over tokens of k k^T per kv head
+  ExactSum query_sum_;  // sum over tokens and sharing heads of q q^T per kv head
   int64_t tokens_ = 0;
 };
 

@@ -9,24 +9,25 @@
 namespace ptq::worker {
 
 CrossTermAccumulator::CrossTermAccumulator(int64_t dim)
-    : sum_(at::zeros({dim, dim}, at::TensorOptions().dtype(at::kDouble))) {}
+    : sum_({dim, dim}, at::kCPU) {}
 
 void CrossTermAccumulator::Add(const at::Tensor& x_fp, const at::Tensor& x_q) {
-  const int64_t dim = sum_.size(0);
+  const int64_t dim = sum_.high().size(0);
   at::Tensor q = x_q.reshape({-1, dim}).to(at::kFloat);
   at::Tensor f = x_fp.reshape({-1, dim}).to(at::kFloat);
-  // Same recipe as HessianAccumulator: product in float32 on the device, summed in float64.
-  sum_.add_(at::matmul((f - q).t(), q).to(sum_.device()).to(at::kDouble));
+  // Same recipe as HessianAccumulator: product in float32 on the device, summed exactly.
+  sum_.Add(at::matmul((f - q).t(), q));
   count_ += q.size(0);
 }
 
 void CrossTermAccumulator::Merge(const CrossTermAccumulator& other) {
-  sum_.add_(other.sum_);
+  sum_.Merge(other.sum_);
   count_ += other.count_;
 }
 
 at::Tensor CrossTermAccumulator::Cross() const {
-  return count_ > 0 ? sum_ * (2.0 / static_cast<double>(count_)) : sum_.clone();
+  at::Tensor sum = sum_.Value();
+  return count_ > 0 ? sum * (2.0 / static_cast<double>(count_)) : sum;
 }
 
 absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Tensor& hessian,

@@ -13,24 +13,26 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "worker/exact_sum.h"
 
 namespace ptq::worker {
 
-// Accumulates sum (x_f - x_q) x_q^T (float64) and the token count. A sum plus a count, so
-// data-parallel workers combine shards with one all-reduce.
+// Accumulates sum (x_f - x_q) x_q^T and the token count. An ExactSum plus a count, so data-parallel
+// workers combine shards with one all-reduce and get the one-process bits.
 class CrossTermAccumulator {
  public:
   explicit CrossTermAccumulator(int64_t dim);
   // x_fp, x_q: [..., dim], the same tokens through the full-precision and the partly quantized model.
   void Add(const at::Tensor& x_fp, const at::Tensor& x_q);
   void Merge(const CrossTermAccumulator& other);
-  const at::Tensor& sum() const { return sum_; }
+  ExactSum& sum() { return sum_; }
+  int64_t& count() { return count_; }
   int64_t count() const { return count_; }
   // D = (2 / n) sum (x_f - x_q) x_q^T, [dim, dim] float64 (the same scale as HessianAccumulator).
   at::Tensor Cross() const;
 
  private:
-  at::Tensor sum_;
+  ExactSum sum_;
   int64_t count_ = 0;
 };
 

@@ -6,8 +6,7 @@ namespace ptq::worker {
 
 ValueStatistics::ValueStatistics(const ModelConfig& config)
     : config_(config),
-      sum_(at::zeros({config.num_key_value_heads, config.hidden_size, config.hidden_size},
-                     at::TensorOptions().dtype(at::kDouble))) {}
+      sum_({config.num_key_value_heads, config.hidden_size, config.hidden_size}, at::kCPU) {}
 
 void ValueStatistics::OnLinearInput(LinearSlot slot, const at::Tensor& x) {
   if (slot == LinearSlot::kAttnIn) input_ = x;
@@ -22,12 +21,14 @@ void ValueStatistics::OnAttention(const AttentionInternals& in) {
   const int64_t group = heads / kv;
   const int64_t hidden = input_.size(-1);
   at::Tensor x = input_.to(in.probs.scalar_type());
+  std::vector<at::Tensor> products;
   for (int64_t h = 0; h < kv; ++h) {
     // Attention-weighted inputs of the query heads sharing kv head h: [batch, group, tokens, hidden].
     at::Tensor p = in.probs.narrow(1, h * group, group);
     at::Tensor ax = at::matmul(p, x.unsqueeze(1)).reshape({-1, hidden}).to(at::kFloat);
-    sum_[h].add_(at::matmul(ax.t(), ax).to(sum_.device()).to(at::kDouble));
+    products.push_back(at::matmul(ax.t(), ax));
   }
+  sum_.Add(at::stack(products));
   count_ += batch * tokens;
   input_ = at::Tensor();
 }
@@ -35,7 +36,8 @@ void ValueStatistics::OnAttention(const AttentionInternals& in) {
 std::vector<at::Tensor> ValueStatistics::Hessians() const {
   std::vector<at::Tensor> out;
   const double scale = count_ > 0 ? 2.0 / static_cast<double>(count_) : 0.0;
-  for (int64_t h = 0; h < sum_.size(0); ++h) out.push_back(sum_[h] * scale);
+  at::Tensor sum = sum_.Value();
+  for (int64_t h = 0; h < sum.size(0); ++h) out.push_back(sum[h] * scale);
   return out;
 }
 

@@ -10,6 +10,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "worker/exact_sum.h"
 #include "worker/llama_block.h"
 
 namespace ptq::worker {
@@ -24,13 +25,13 @@ class ValueStatistics final : public BlockObserver {
   // H_in for the value rows of each key/value head: (2/n) sum (A_h x)(A_h x)^T over tokens and the
   // query heads sharing it; [kv_heads] of [hidden, hidden] float64.
   std::vector<at::Tensor> Hessians() const;
-  const at::Tensor& sum() const { return sum_; }  // [kv_heads, hidden, hidden] float64
-  int64_t count() const { return count_; }
+  ExactSum& sum() { return sum_; }  // [kv_heads, hidden, hidden]
+  int64_t& count() { return count_; }
 
  private:
   ModelConfig config_;
   at::Tensor input_;  // [batch, tokens, hidden] of the forward in progress
-  at::Tensor sum_;
+  ExactSum sum_;
   int64_t count_ = 0;  // tokens (per query head)
 };
 

@@ -41,6 +41,16 @@ TEST(HessianAccumulatorTest, ShardSumsEqualWholeBatch) {
   EXPECT_EQ(a.count(), 60);
   // Products are formed in float32 per call, so shards agree to float32 rounding.
   EXPECT_TRUE(at::allclose(a.Hessian(), whole.Hessian(), 1e-5, 1e-5));
+  // The same batches in another order and grouping give the same bits (ExactSum).
+  HessianAccumulator c(12), d(12), e(12);
+  c.Add(x.narrow(0, 4, 2));
+  d.Add(x.narrow(0, 0, 2));
+  d.Add(x.narrow(0, 2, 2));
+  e.Add(x.narrow(0, 2, 2));
+  e.Add(x.narrow(0, 0, 2));
+  e.Add(x.narrow(0, 4, 2));
+  c.Merge(d);
+  EXPECT_TRUE(at::equal(c.Hessian(), e.Hessian()));
   at::Tensor flat = x.reshape({60, 12}).to(at::kDouble);
   EXPECT_TRUE(at::allclose(whole.Hessian(), at::matmul(flat.t(), flat) * (2.0 / 60), 1e-5, 1e-7));
 }
