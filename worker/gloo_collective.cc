@@ -10,6 +10,8 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace ptq::worker {
@@ -65,31 +67,32 @@ class GlooCollective final : public Collective {
     if (static_cast<int>(rows.size()) != size() || rows[rank()] != mine.size(0)) {
       return absl::InvalidArgumentError("gather plan does not match this rank's rows");
     }
-    at::Tensor in = mine.contiguous();
-    const int64_t row_elems = in.size(0) > 0 ? in.numel() / in.size(0) : 0;
-    std::vector<int64_t> shape = in.sizes().vec();
-    int64_t total = 0;
-    std::vector<size_t> elements;
-    for (int64_t r : rows) {
-      total += r;
-      elements.push_back(static_cast<size_t>(r * row_elems));
+    // Every rank sends max(rows) rows (Gloo's TCP pairs reject empty segments), then the padding
+    // is cut away.
+    const int64_t most = *std::max_element(rows.begin(), rows.end());
+    std::vector<int64_t> shape = mine.sizes().vec();
+    shape[0] = most;
+    at::Tensor in = at::zeros(shape, mine.options());
+    if (mine.size(0) > 0) in.narrow(0, 0, mine.size(0)).copy_(mine);
+    shape[0] = most * size();
+    at::Tensor padded = at::empty(shape, mine.options());
+    if (most > 0) {
+      try {
+        gloo::AllgathervOptions opts(context_);
+        opts.setTag(next_tag_++);
+        opts.setTimeout(timeout_);
+        opts.setInput(static_cast<uint8_t*>(in.data_ptr()), in.nbytes());  // bytes: any dtype
+        opts.setOutput(static_cast<uint8_t*>(padded.data_ptr()),
+                       std::vector<size_t>(size(), static_cast<size_t>(in.nbytes())));
+        gloo::allgatherv(opts);
+        bytes_ += in.nbytes();
+      } catch (const gloo::Exception& e) {
+        return absl::UnavailableError(absl::StrCat("all-gather failed (a peer left?): ", e.what()));
+      }
     }
-    shape[0] = total;
-    at::Tensor out = at::empty(shape, in.options());
-    try {
-      gloo::AllgathervOptions opts(context_);
-      opts.setTag(next_tag_++);
-      opts.setTimeout(timeout_);
-      // Bytes, so any dtype works: element size 1.
-      opts.setInput(static_cast<uint8_t*>(in.data_ptr()), in.nbytes());
-      for (auto& e : elements) e *= in.element_size();
-      opts.setOutput(static_cast<uint8_t*>(out.data_ptr()), elements);
-      gloo::allgatherv(opts);
-      bytes_ += in.nbytes();
-    } catch (const gloo::Exception& e) {
-      return absl::UnavailableError(absl::StrCat("all-gather failed (a peer left?): ", e.what()));
-    }
-    return out;
+    std::vector<at::Tensor> parts;
+    for (int r = 0; r < size(); ++r) parts.push_back(padded.narrow(0, r * most, rows[r]));
+    return at::cat(parts, 0);
   }
 
   absl::Status Barrier() override {

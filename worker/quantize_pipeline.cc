@@ -16,6 +16,7 @@
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "worker/attention_statistics.h"
+#include "worker/collective.h"
 #include "worker/boa_quantizer.h"
 #include "worker/calibration.h"
 #include "worker/group_scale_optimizer.h"
@@ -24,6 +25,7 @@
 #include "worker/hessian_accumulator.h"
 #include "worker/llama_block.h"
 #include "worker/layer_report.h"
+#include "worker/layer_shard.h"
 #include "worker/llama_model.h"
 #include "worker/output_folder.h"
 #include "worker/perplexity.h"
@@ -54,7 +56,7 @@ class SlotStatistics final : public BlockObserver {
     hessian_.Add(x);
     seconds_ += Since(t);
   }
-  const HessianAccumulator& hessian() const { return hessian_; }
+  HessianAccumulator& hessian() { return hessian_; }
   double seconds() const { return seconds_; }
 
  private:
@@ -157,6 +159,39 @@ double ForwardStatistics(const at::Tensor& hidden, const BlockWeights& w, const 
     cross_seconds += cross_observer.seconds;
   }
   return cross_seconds;
+}
+
+// Adds the statistics of every rank's token shard (ExactSum limbs and counts: the sum is the
+// one-process sum bit for bit).
+absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
+                                 AttentionStatistics* attention, ValueStatistics* values,
+                                 CrossTermAccumulator* cross) {
+  if (group.size() == 1) return absl::OkStatus();
+  std::vector<ExactSum*> sums = {&hessian.sum()};
+  std::vector<int64_t*> counts = {&hessian.count()};
+  if (attention != nullptr) {
+    sums.push_back(&attention->key_sum());
+    sums.push_back(&attention->query_sum());
+    counts.push_back(&attention->tokens());
+  }
+  if (values != nullptr) {
+    sums.push_back(&values->sum());
+    counts.push_back(&values->count());
+  }
+  if (cross != nullptr) {
+    sums.push_back(&cross->sum());
+    counts.push_back(&cross->count());
+  }
+  for (ExactSum* sum : sums) {
+    PTQ_RETURN_IF_ERROR(group.AllReduceSum(sum->high()));
+    PTQ_RETURN_IF_ERROR(group.AllReduceSum(sum->low()));
+    counts.push_back(&sum->non_finite());
+  }
+  at::Tensor scalars = at::empty({static_cast<int64_t>(counts.size())}, at::kLong);
+  for (size_t i = 0; i < counts.size(); ++i) scalars[i] = *counts[i];
+  PTQ_RETURN_IF_ERROR(group.AllReduceSum(scalars));
+  for (size_t i = 0; i < counts.size(); ++i) *counts[i] = scalars[i].item<int64_t>();
+  return absl::OkStatus();
 }
 
 nlohmann::json OptionsJson(const QuantizeOptions& o) {
@@ -270,6 +305,14 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
 absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHooks& hooks) {
   const auto job_start = Clock::now();
   QuantizeReport report;
+  // The group this process quantizes with: rank 0 (the leader) writes the checkpoint and evaluates.
+  std::unique_ptr<Collective> alone;
+  Collective* group = hooks.group;
+  if (group == nullptr) {
+    alone = MakeSingleProcessCollective();
+    group = alone.get();
+  }
+  const bool leader = group->rank() == 0;
   PTQ_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(o.model_dir));
   PTQ_RETURN_IF_ERROR(ValidateQuantizeOptions(o, config));
   PTQ_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> files_owned, ModelFiles::Open(o.model_dir));
@@ -282,8 +325,12 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   if (!o.eval_path.empty()) {  // read the evaluation text now, so a bad path fails before the work
     PTQ_RETURN_IF_ERROR(LoadTokens(o.eval_path, *tokenizer, config.vocab_size).status());
   }
-  PTQ_ASSIGN_OR_RETURN(OutputFolder output, OutputFolder::Prepare(o.out_dir, o.force));
-  report.out_dir = output.final_dir();
+  std::optional<OutputFolder> output;
+  if (leader) {
+    PTQ_ASSIGN_OR_RETURN(OutputFolder prepared, OutputFolder::Prepare(o.out_dir, o.force));
+    output.emplace(std::move(prepared));
+    report.out_dir = output->final_dir();
+  }
   PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));
   std::unique_ptr<CheckpointSink> sink;
   GptqOptions gptq_options = o.gptq;
@@ -293,7 +340,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   }
   if (o.format == "gptq") {
     GptqCheckpointOptions co;
-    co.dir = output.staging_dir();
+    co.dir = leader ? output->staging_dir() : std::string();
     co.source_dir = o.model_dir;
     co.config_json = config_text;
     co.bits = o.gptq.grid.bits;
@@ -305,15 +352,15 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     co.static_groups = o.gptq.static_groups;
     co.damp_percent = o.gptq.damp;
     co.ptq_json = OptionsJson(o).dump();
-    sink = std::make_unique<GptqCheckpointWriter>(co);
+    if (leader) sink = std::make_unique<GptqCheckpointWriter>(co);
     // The classic format stores zero - 1: keep asymmetric zeros >= 1 (docs/formats.md).
     if (!gptq_options.grid.sym) gptq_options.grid.min_zero = 1;
-  } else {
-    sink = std::make_unique<DequantizedCheckpoint>(output.staging_dir(), config_text,
+  } else if (leader) {
+    sink = std::make_unique<DequantizedCheckpoint>(output->staging_dir(), config_text,
                                                    OptionsJson(o).dump());
   }
 
-  if (!o.eval_path.empty() && o.eval_fp) {
+  if (leader && !o.eval_path.empty() && o.eval_fp) {
     auto t = Clock::now();
     PTQ_ASSIGN_OR_RETURN(report.perplexity_fp, Perplexity(o.model_dir, o, "full precision"));
     report.eval_seconds += Since(t);
@@ -327,7 +374,14 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
                    : std::string());
   RopeTable rope = BuildRopeTable(config, o.seq_len);
   auto t_embed = Clock::now();
-  PTQ_ASSIGN_OR_RETURN(at::Tensor hidden, model.Embed(calib_ids));
+  // This rank's token shard: a contiguous run of whole batches (a batch's forward must not depend on
+  // which rank runs it).
+  const int64_t batches = (o.samples + o.batch_windows - 1) / o.batch_windows;
+  const auto [batch0, batch1] = UnitsOfRank(static_cast<size_t>(batches), group->rank(), group->size());
+  const int64_t window0 = static_cast<int64_t>(batch0) * o.batch_windows;
+  const int64_t window1 = std::min(o.samples, static_cast<int64_t>(batch1) * o.batch_windows);
+  PTQ_ASSIGN_OR_RETURN(at::Tensor hidden,
+                       model.Embed(calib_ids.narrow(0, window0, std::max<int64_t>(0, window1 - window0))));
   report.forward_seconds += Since(t_embed);
   const double alpha = EffectiveResidualAlpha(o);
   const bool attention_aware = (o.method == "boa" || o.method == "turboboa");
@@ -351,6 +405,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
       std::optional<AttentionStatistics> attention;
       std::optional<ValueStatistics> values;
       std::optional<CrossTermAccumulator> cross;
+      at::Tensor residual;  // alpha D H^-1 of this slot, computed on first use
       if (o.method != "rtn") {
         SlotStatistics stats(slot, SlotInputDim(slot, config));
         std::vector<BlockObserver*> observers = {&stats};
@@ -373,82 +428,60 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
                               o.batch_windows, &all, slot, stop, cross ? &*cross : nullptr);
         report.statistics_seconds += stats.seconds() + cross_seconds;
         report.forward_seconds += Since(t) - stats.seconds() - cross_seconds;
+        auto t_reduce = Clock::now();
+        PTQ_RETURN_IF_ERROR(AllReduceStatistics(*group, stats.hessian(),
+                                                attention ? &*attention : nullptr,
+                                                values ? &*values : nullptr,
+                                                cross ? &*cross : nullptr));
+        report.collective_seconds += Since(t_reduce);
         hessian = stats.hessian().Hessian();
       }
       for (LinearKind kind : kAllLinears) {
         if (SlotOf(kind) != slot) continue;
         const std::string name = LinearWeightName(layer, kind);
         auto t = Clock::now();
-        QuantizedLinear q;
-        // What the quantized layer should reproduce: W, or with the residual correction the W'
-        // for which ||W X_f - Q X_q|| = ||(W' - Q) X_q|| + const (worker/residual_correction.h).
-        // For W_v with value-block Hessians the input-side W' is an approximation (the exact
-        // target would need both streams' attention probabilities).
-        at::Tensor target = w.Linear(kind);
+        LayerProblem problem;
+        problem.name = name;
+        problem.weight = w.Linear(kind);
+        problem.hessian = hessian;
+        problem.head_dim = config.head_dim;
+        // With the residual correction the layer should reproduce W' = W + W R, for which
+        // ||W X_f - Q X_q|| = ||(W' - Q) X_q|| + const (worker/residual_correction.h). For W_v with
+        // value-block Hessians the input-side W' is an approximation (the exact target would need
+        // both streams' attention probabilities).
         if (cross) {
-          PTQ_ASSIGN_OR_RETURN(target, ResidualTarget(target, hessian, cross->Cross(), alpha,
-                                                      o.gptq.damp, name));
-        }
-        std::vector<at::Tensor> h_out;   // per head; empty: H_out = I (plain GPTQ loss)
-        std::vector<at::Tensor> h_value; // per kv head H_in of W_v (value block)
-        if (attention && (kind == LinearKind::kQ || kind == LinearKind::kK)) {
-          BoaOptions bo;
-          bo.gptq = gptq_options;
-          bo.joint_rows = o.method == "boa" ? 1 : o.joint_rows;
-          h_out = kind == LinearKind::kQ ? attention->QueryOutputHessians()
-                                         : attention->KeyOutputHessians();
-          PTQ_ASSIGN_OR_RETURN(q, BoaQuantize(target, hessian, h_out, bo, name));
-        } else if (values && kind == LinearKind::kV) {
-          h_value = values->Hessians();
-          PTQ_ASSIGN_OR_RETURN(q, BoaValueQuantize(target, h_value, gptq_options, name));
-        } else if (o.method != "rtn") {
-          PTQ_ASSIGN_OR_RETURN(q, GptqQuantize(target, hessian, gptq_options, name));
-        } else {
-          q = RtnQuantize(target, gptq_options.grid, o.gptq.group_size);
-        }
-        if (o.refine_iters > 0 && hessian.defined()) {
-          if (!h_out.empty()) {  // q/k of BoA: refine on the Kronecker loss BoA minimised
-            RefineGroupScalesKronecker(q, target, hessian, h_out, o.refine_iters);
-            q.loss = LayerLoss(target, q.weight, hessian);
-          } else if (!h_value.empty()) {
-            q.loss = RefineGroupScalesPerHead(q, target, h_value, o.refine_iters);
-          } else {
-            q.loss = RefineGroupScales(q, target, hessian, o.refine_iters);
+          if (!residual.defined()) {
+            PTQ_ASSIGN_OR_RETURN(residual, ResidualMatrix(hessian, cross->Cross(), alpha,
+                                                          o.gptq.damp, name));
           }
+          problem.residual = residual;
         }
+        if (attention && (kind == LinearKind::kQ || kind == LinearKind::kK)) {
+          problem.h_out = kind == LinearKind::kQ ? attention->QueryOutputHessians()
+                                                 : attention->KeyOutputHessians();
+        } else if (values && kind == LinearKind::kV) {
+          problem.h_value = values->Hessians();
+        }
+        LayerSettings settings;
+        settings.gptq = gptq_options;
+        settings.joint_rows = o.method == "boa" ? 1 : o.joint_rows;
+        settings.refine_iters = o.refine_iters;
+        settings.rtn = o.method == "rtn";
+        PTQ_ASSIGN_OR_RETURN(QuantizedLayer quantized, QuantizeLayer(problem, settings, *group));
+        QuantizedLinear& q = quantized.q;
         LayerReport lr;
         lr.name = name;
         lr.seconds = Since(t);
         report.quantize_seconds += lr.seconds;
         if (hessian.defined()) {
-          lr.loss = q.loss;
-          double base = 0;
-          if (h_value.empty()) {
-            base = LayerLoss(target, at::zeros_like(target), hessian);
-          } else {
-            const int64_t hd = config.head_dim;
-            for (size_t h = 0; h < h_value.size(); ++h) {
-              at::Tensor rows = target.narrow(0, static_cast<int64_t>(h) * hd, hd);
-              base += LayerLoss(rows, at::zeros_like(rows), h_value[h]);
-            }
-          }
-          lr.relative_loss = base > 0 ? q.loss / base : 0;
-          // Plain rounding on the same grid, for the report (per-head loss for the value block).
-          const QuantizedLinear rtn = RtnQuantize(target, gptq_options.grid, o.gptq.group_size);
-          if (h_value.empty()) {
-            lr.rtn_loss = LayerLoss(target, rtn.weight, hessian);
-          } else {
-            const int64_t hd = config.head_dim;
-            for (size_t h = 0; h < h_value.size(); ++h) {
-              const int64_t r0 = static_cast<int64_t>(h) * hd;
-              lr.rtn_loss += LayerLoss(target.narrow(0, r0, hd), rtn.weight.narrow(0, r0, hd), h_value[h]);
-            }
-          }
-          lr.rtn_relative_loss = base > 0 ? lr.rtn_loss / base : 0;
+          lr.loss = quantized.loss;
+          lr.relative_loss = quantized.base > 0 ? quantized.loss / quantized.base : 0;
+          lr.rtn_loss = quantized.rtn_loss;
+          lr.rtn_relative_loss = quantized.base > 0 ? quantized.rtn_loss / quantized.base : 0;
         }
         report.layers.push_back(lr);
         pipeline_metrics.Layer(layer, LinearName(kind), lr);
-        PTQ_RETURN_IF_ERROR(sink->AddQuantized(name, q));
+        if (sink) PTQ_RETURN_IF_ERROR(sink->AddQuantized(name, q));
         quantized_names.insert(name);
         w.Linear(kind) = q.weight;
         progress.Advance(1, hessian.defined()
@@ -480,6 +513,8 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     if (hooks.on_block) hooks.on_block(layer, config.num_hidden_layers);
   }
 
+  report.seconds = Since(job_start);
+  if (!leader) return report;  // the leader writes and evaluates
   auto t_write = Clock::now();
   for (const std::string& name : files->TensorNames()) {
     if (quantized_names.count(name)) continue;
@@ -487,13 +522,13 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     PTQ_RETURN_IF_ERROR(sink->AddTensor(view));
   }
   PTQ_RETURN_IF_ERROR(sink->Finish());
-  PTQ_RETURN_IF_ERROR(output.Commit());
+  PTQ_RETURN_IF_ERROR(output->Commit());
   report.write_seconds = Since(t_write);
-  spdlog::info("wrote {}", output.final_dir());
+  spdlog::info("wrote {}", output->final_dir());
 
   if (!o.eval_path.empty()) {
     auto t = Clock::now();
-    PTQ_ASSIGN_OR_RETURN(report.perplexity_quant, Perplexity(output.final_dir(), o, "quantized"));
+    PTQ_ASSIGN_OR_RETURN(report.perplexity_quant, Perplexity(output->final_dir(), o, "quantized"));
     report.eval_seconds += Since(t);
   }
   report.seconds = Since(job_start);
@@ -503,7 +538,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     absl::StrAppendFormat(&title, ": perplexity %s%.4f", report.perplexity_fp >= 0
         ? absl::StrFormat("%.4f -> ", report.perplexity_fp) : std::string(), report.perplexity_quant);
   }
-  PTQ_RETURN_IF_ERROR(WriteLayerReport(output.final_dir(), report, title));
+  PTQ_RETURN_IF_ERROR(WriteLayerReport(output->final_dir(), report, title));
   return report;
 }
 

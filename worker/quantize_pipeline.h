@@ -17,6 +17,7 @@
 namespace ptq::worker {
 
 struct LayerReport;
+class Collective;
 
 // What a running job tells its owner after each linear layer (the service streams these as
 // Watch events; `ptq quantize` prints them).
@@ -37,6 +38,10 @@ struct JobHooks {
   std::function<void(int64_t block, int64_t num_blocks)> on_block;
   // Checked between layers; when set the run stops with CANCELLED and leaves no checkpoint.
   const std::atomic<bool>* cancel = nullptr;
+  // The worker group this process belongs to (nullptr: quantize alone). Every rank calls RunQuantize
+  // with the same options; each runs the forwards of its share of the calibration batches and
+  // quantizes its share of every layer's rows; rank 0 writes the checkpoint and evaluates.
+  Collective* group = nullptr;
 };
 
 struct QuantizeOptions {
@@ -95,6 +100,7 @@ struct QuantizeReport {
   double forward_seconds = 0;    // block forwards on calibration data
   double statistics_seconds = 0; // Hessian accumulation
   double quantize_seconds = 0;   // the quantizers
+  double collective_seconds = 0; // all-reducing statistics across the worker group
   double eval_seconds = 0;
   double write_seconds = 0;
   std::vector<double> block_seconds;

@@ -30,12 +30,10 @@ at::Tensor CrossTermAccumulator::Cross() const {
   return count_ > 0 ? sum * (2.0 / static_cast<double>(count_)) : sum;
 }
 
-absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Tensor& hessian,
-                                          const at::Tensor& cross, double alpha, double damp,
-                                          const std::string& what) {
-  if (alpha == 0) return weight;
-  const int64_t in = weight.size(1);
-  if (hessian.size(0) != in || cross.size(0) != in || cross.size(1) != in) {
+absl::StatusOr<at::Tensor> ResidualMatrix(const at::Tensor& hessian, const at::Tensor& cross,
+                                          double alpha, double damp, const std::string& what) {
+  const int64_t in = hessian.size(0);
+  if (cross.size(0) != in || cross.size(1) != in) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": residual correction needs ", in, " x ", in, " statistics"));
   }
@@ -45,9 +43,21 @@ absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Te
   // (H + damp)^-1 = U^T U with U upper: D H^-1 = (D U^T) U.
   PTQ_ASSIGN_OR_RETURN(at::Tensor u, InverseCholeskyUpper(h, damp, what));
   u = u.to(at::kDouble);
-  at::Tensor d_hinv = at::matmul(at::matmul(cross.to(at::kDouble), u.t()), u);
+  return alpha * at::matmul(at::matmul(cross.to(at::kDouble), u.t()), u);
+}
+
+absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Tensor& hessian,
+                                          const at::Tensor& cross, double alpha, double damp,
+                                          const std::string& what) {
+  if (alpha == 0) return weight;
+  if (hessian.size(0) != weight.size(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": residual correction needs ", weight.size(1), " x ", weight.size(1),
+                     " statistics"));
+  }
+  PTQ_ASSIGN_OR_RETURN(at::Tensor r, ResidualMatrix(hessian, cross, alpha, damp, what));
   at::Tensor w = weight.to(at::kDouble);
-  return (w + alpha * at::matmul(w, d_hinv)).to(weight.scalar_type());
+  return (w + at::matmul(w, r)).to(weight.scalar_type());
 }
 
 }  // namespace ptq::worker

@@ -36,6 +36,12 @@ class CrossTermAccumulator {
   int64_t count_ = 0;
 };
 
+// R = alpha D (H + damp)^-1, [in, in] float64, so that W' = W + W R (computed once per slot, applied
+// to row units). H is damped as GPTQ damps it (dead inputs get H_ii = 1; a Cholesky failure raises
+// the damping step by step).
+absl::StatusOr<at::Tensor> ResidualMatrix(const at::Tensor& hessian, const at::Tensor& cross,
+                                          double alpha, double damp, const std::string& what);
+
 // W' = W + alpha W D (H + damp)^-1, float32 [out, in]. H is damped as GPTQ damps it (dead inputs get
 // H_ii = 1; a Cholesky failure raises the damping step by step). alpha = 0 returns `weight` itself.
 absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Tensor& hessian,
