@@ -32,7 +32,6 @@ QuantizeOptions Options(const std::string& method, const std::string& out) {
   o.model_dir = testing::DemoModelDir();
   o.calib_path = testing::DemoCalibText();
   o.out_dir = out;
-  fs::remove_all(out);
   o.method = method;
   o.samples = 24;  // three batches of 8 windows
   o.seq_len = 64;
@@ -62,10 +61,12 @@ TEST(DistributedPipelineTest, AnyGroupSizeWritesTheOneProcessCheckpoint) {
   const fs::path tmp = fs::temp_directory_path() / "ptq_distributed_test";
   for (const std::string method : {"gptq", "turboboa"}) {
     QuantizeOptions alone = Options(method, (tmp / (method + "_1")).string());
+    fs::remove_all(alone.out_dir);
     auto reference = RunQuantize(alone);
     ASSERT_TRUE(reference.ok()) << reference.status();
     for (int size : {2, 3}) {
       const std::string out = (tmp / (method + "_" + std::to_string(size))).string();
+      fs::remove_all(out);
       gloo::rendezvous::HashStore store;
       std::vector<absl::Status> results(size);
       std::vector<std::thread> ranks;
