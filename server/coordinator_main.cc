@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <thread>
@@ -13,6 +15,14 @@
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "server/coordinator.h"
+
+// The write end is used by the signal handler, which can reach nothing else.
+int g_stop_pipe[2] = {-1, -1};
+
+void OnStopSignal(int signal) {
+  const char byte = static_cast<char>(signal);
+  [[maybe_unused]] ssize_t n = ::write(g_stop_pipe[1], &byte, 1);
+}
 
 // libgomp reads OMP_WAIT_POLICY once, when it loads: spinning OpenMP workers otherwise compete with
 // OpenBLAS's threads for the cores (as in `ptq`, client/ptq_main.cc). So set it and re-execute.
@@ -24,6 +34,19 @@ void PreferPassiveOpenMpWaiting(char** argv) {
 
 int main(int argc, char** argv) {
   PreferPassiveOpenMpWaiting(argv);
+  // SIGTERM and SIGINT: the handler only writes a byte to a pipe (async-signal-safe), and a thread
+  // reading it shuts down. Not sigwait with blocked signals: threads that libraries start before
+  // main (OpenBLAS) would not block them and take the default action, killing the process.
+  if (::pipe(g_stop_pipe) != 0) {
+    std::perror("ptq-coordinator: pipe");
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGINT, &action, nullptr);
+
   CLI::App app{"PTQ Service coordinator: queues quantization jobs and runs them"};
   ptq::server::CoordinatorOptions options;
   std::string metrics_address;
@@ -37,14 +60,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   ptq::InitLogging(log_level);
   at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
-
-  // SIGTERM and SIGINT go to one thread that waits for them; blocked before any thread starts so
-  // every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   std::unique_ptr<ptq::metrics::MetricsServer> metrics_server;
   if (!metrics_address.empty()) {
@@ -60,10 +75,11 @@ int main(int argc, char** argv) {
     std::cerr << "ptq-coordinator: error: " << coordinator.status().message() << "\n";
     return 1;
   }
-  std::thread signal_waiter([&stop_signals, c = coordinator->get()] {
-    int signal = 0;
-    sigwait(&stop_signals, &signal);
-    spdlog::info("signal {}: shutting down", signal);
+  std::thread signal_waiter([c = coordinator->get()] {
+    char signal = 0;
+    while (::read(g_stop_pipe[0], &signal, 1) < 0 && errno == EINTR) {
+    }
+    spdlog::info("signal {}: shutting down", static_cast<int>(signal));
     c->Shutdown();
   });
   (*coordinator)->Wait();
