@@ -92,6 +92,16 @@ absl::Status ValidateQuantizeSpec(const v1::JobSpec& spec) {
   if (!spec.eval_path().empty()) {
     if (auto s = CheckReadableFile("eval_path", spec.eval_path()); !s.ok()) return s;
   }
+  if (!spec.force()) {
+    // The cheap half of the check OutputFolder makes when the job starts: refusing now saves a
+    // wait in the queue.
+    std::error_code ec;
+    const std::filesystem::path out(spec.output_path());
+    if (std::filesystem::exists(out / "config.json", ec)) {
+      return absl::InvalidArgumentError(absl::StrCat("output_path ", spec.output_path(),
+                                                     " already holds a model (use --force to replace it)"));
+    }
+  }
   const QuantizeOptions options = QuantizeOptionsFromSpec(spec);
   if (options.batch_windows <= 0) return absl::InvalidArgumentError("batch_windows must be positive");
   if (auto s = ValidateQuantizeOptions(options, *config); !s.ok()) {

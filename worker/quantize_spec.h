@@ -17,8 +17,8 @@ v1::JobSpec SpecFromQuantizeOptions(const QuantizeOptions& options);
 // Unset optional fields and empty strings take QuantizeOptions' defaults.
 QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& spec);
 
-// What can be checked before running: required paths given and present, and the options valid for
-// the model's config (ValidateQuantizeOptions). Every failure is InvalidArgument with one readable
+// What can be checked before running: required paths given and present, no model already at the
+// output path unless forced, and the options valid for the model's config (ValidateQuantizeOptions). Every failure is InvalidArgument with one readable
 // line naming the field, e.g. "model_path /x: no config.json".
 absl::Status ValidateQuantizeSpec(const v1::JobSpec& spec);
 

@@ -84,6 +84,11 @@ TEST(QuantizeSpecTest, ValidationNamesTheField) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "eval_path /nonexistent/v.txt is not a readable file");
   spec = SpecFromQuantizeOptions(o);
+  spec.set_output_path(testing::DemoModelDir());  // holds a model
+  EXPECT_NE(ValidateQuantizeSpec(spec).message().find("already holds a model"), absl::string_view::npos);
+  spec.set_force(true);
+  EXPECT_TRUE(ValidateQuantizeSpec(spec).ok());
+  spec = SpecFromQuantizeOptions(o);
   spec.clear_output_path();
   EXPECT_EQ(ValidateQuantizeSpec(spec).message(), "output_path is required");
 }
