@@ -237,6 +237,20 @@ TEST_F(JobServiceTest, CancelOfARunningJobEndsCancelledWithoutACheckpoint) {
   worker::QuantizeOptions options = TinyOptions(out);
   options.samples = 32;  // a little longer, so the job is surely still running
   v1::Job job = Submit(options);
+  // `Logs --follow` started now streams until the job has finished.
+  std::vector<std::string> followed;
+  grpc::Status follow_status;
+  std::thread follower([&] {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+    v1::LogsRequest logs;
+    logs.set_job_id(job.id());
+    logs.set_follow(true);
+    auto reader = stub_->Logs(&context, logs);
+    v1::LogLine line;
+    while (reader->Read(&line)) followed.push_back(line.text());
+    follow_status = reader->Finish();
+  });
   bool cancel_sent = false;
   std::vector<v1::JobEvent> events = WatchAll(job.id(), [&](const v1::JobEvent& e) {
     if (!e.has_layer() || cancel_sent) return;
@@ -258,6 +272,11 @@ TEST_F(JobServiceTest, CancelOfARunningJobEndsCancelledWithoutACheckpoint) {
   EXPECT_LT(layers, 4 * 7);
   EXPECT_FALSE(fs::exists(out));
   EXPECT_FALSE(fs::exists(out + ".partial"));
+  follower.join();
+  EXPECT_TRUE(follow_status.ok()) << follow_status.error_message();
+  ASSERT_GE(followed.size(), 3u);
+  EXPECT_NE(followed.front().find("queued"), std::string::npos);
+  EXPECT_NE(followed.back().find("cancelled: cancelled in block"), std::string::npos) << followed.back();
   // Cancelling again is a no-op.
   grpc::ClientContext context;
   v1::CancelJobRequest cancel;
