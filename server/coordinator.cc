@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "server/embedded_worker.h"

@@ -3,7 +3,6 @@
 #include <chrono>
 #include <thread>
 
-#include "absl/strings/str_cat.h"
 
 namespace ptq::server {
 namespace {
