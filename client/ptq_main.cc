@@ -1,5 +1,6 @@
 // `ptq`: the command line of PTQ Service. `quantize` runs the whole job in this process; `eval`
-// measures a model's perplexity. Flags are parsed here and passed down as values.
+// measures a model's perplexity; submit, watch, status, list, cancel and logs talk to a coordinator
+// (client/service_commands.h). Flags are parsed here and passed down as values.
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
@@ -12,6 +13,8 @@
 #include <iostream>
 #include <thread>
 
+#include "client/quantize_flags.h"
+#include "client/service_commands.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "common/tokenizer.h"
@@ -146,54 +149,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads for tensor work (default: all cores)");
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
 
-  QuantizeOptions q;
+  ptq::client::QuantizeFlags q_flags;
   bool q_json = false;
   auto* quantize = app.add_subcommand("quantize", "quantize a model in this process");
-  quantize->add_option("--model", q.model_dir, "Hugging Face model folder")->required();
-  quantize->add_option("--calib", q.calib_path, "calibration text (or .ids token file)")->required();
-  quantize->add_option("--out", q.out_dir, "output folder")->required();
-  quantize->add_option("--method", q.method, "rtn, gptq, boa or turboboa")->capture_default_str();
-  quantize->add_option("--joint-rows", q.joint_rows,
-                       "turboboa: out-channels of a head quantized jointly (boa: 1)")
-      ->capture_default_str();
-  quantize->add_option("--residual-alpha", q.residual_alpha,
-                       "correct for the error earlier quantized layers pass on, 0 (off) to 1 "
-                       "(default: 0.25 for turboboa, 0 otherwise)");
-  bool no_value_block = false;
-  quantize->add_flag("--no-value-block", no_value_block,
-                     "boa/turboboa: W_v with the shared input Hessian instead of per-head "
-                     "attention-weighted ones (saves a hidden x hidden matrix per kv head)");
-  quantize->add_option("--refine-iters", q.refine_iters,
-                       "coordinate-descent sweeps refining group scales after quantization (0: off)")
-      ->capture_default_str();
-  quantize->add_option("--scale-init", q.scale_init,
-                       "group scales before quantizing: minmax or hessian (diag(H)-weighted search)")
-      ->capture_default_str();
-  quantize->add_option("--bits", q.gptq.grid.bits, "2, 3, 4 or 8")->capture_default_str();
-  quantize->add_option("--format", q.format,
-                       "gptq (packed, what vLLM and transformers load) or dequantized (float32)")
-      ->capture_default_str();
-  quantize->add_option("--group-size", q.gptq.group_size, "columns per group; -1 per channel")
-      ->capture_default_str();
-  quantize->add_flag("--sym", q.gptq.grid.sym, "symmetric grid (zero point 2^(b-1))");
-  quantize->add_flag("--mse", q.gptq.grid.mse, "search the grid range (GPTQ's MSE grid)");
-  quantize->add_flag("--act-order", q.gptq.act_order, "quantize columns by decreasing H_ii");
-  quantize->add_flag("--static-groups", q.gptq.static_groups, "group grids fixed before GPTQ");
-  quantize->add_option("--damp", q.gptq.damp, "damping fraction of mean(diag H)")
-      ->capture_default_str();
-  quantize->add_option("--samples", q.samples, "calibration windows")->capture_default_str();
-  quantize->add_option("--seq-len", q.seq_len, "tokens per calibration window")
-      ->capture_default_str();
-  quantize->add_option("--seed", q.seed, "seed of the calibration sampling")->capture_default_str();
-  quantize->add_option("--eval", q.eval_path, "text to measure perplexity on, before and after");
-  quantize->add_option("--eval-seq-len", q.eval_seq_len, "evaluation window (default: --seq-len)");
-  quantize->add_option("--eval-windows", q.eval_max_windows, "evaluate at most this many windows");
-  bool skip_fp_eval = false;
-  quantize->add_flag("--skip-fp-eval", skip_fp_eval,
-                     "with --eval, measure only the quantized model (the full-precision one is known)");
-  quantize->add_flag("--force", q.force, "replace a model already in --out");
-  quantize->add_flag("--partial-groups", q.partial_groups,
-                     "allow a shorter last group where --group-size does not divide a layer");
+  ptq::client::AddQuantizeFlags(quantize, &q_flags);
   quantize->add_flag("--json", q_json, "print one JSON object");
   std::string q_metrics;
   quantize->add_option("--metrics", q_metrics,
@@ -209,11 +168,13 @@ int main(int argc, char** argv) {
   eval->add_option("--windows", e_windows, "evaluate at most this many windows");
   eval->add_flag("--json", e_json, "print one JSON object");
 
+  ptq::client::ServiceCommands service_commands(app);
+
   CLI11_PARSE(app, argc, argv);
   ptq::InitLogging(log_level);
   at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
-  q.eval_fp = !skip_fp_eval;
-  q.value_block = !no_value_block;
+  const QuantizeOptions q = q_flags.Options();
+  if (auto code = service_commands.RunSelected(); code.has_value()) return *code;
   std::unique_ptr<ptq::metrics::MetricsServer> metrics_server;
   if (*quantize && !q_metrics.empty()) {
     auto server = ptq::metrics::MetricsServer::Start(q_metrics, ptq::metrics::GlobalRegistry());

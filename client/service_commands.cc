@@ -1,0 +1,271 @@
+#include "client/service_commands.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "client/job_client.h"
+#include "worker/quantize_spec.h"
+
+namespace ptq::client {
+namespace {
+
+constexpr int kExitError = 1;
+constexpr int kExitCancelled = 3;
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "ptq: error: %s\n", std::string(status.message()).c_str());
+  return kExitError;
+}
+
+std::string Json(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) return "{}";
+  return out;
+}
+
+std::string StateName(v1::JobState state) {
+  std::string name = v1::JobState_Name(state);
+  constexpr std::string_view kPrefix = "JOB_STATE_";
+  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
+}
+
+bool IsFinished(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+std::string LocalTime(int64_t time_ms) {
+  const std::time_t seconds = static_cast<std::time_t>(time_ms / 1000);
+  std::tm tm;
+  localtime_r(&seconds, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string Describe(const v1::JobSpec& s) {
+  return absl::StrFormat("%s W%d g%d", s.method().empty() ? "gptq" : s.method(),
+                         s.has_bits() ? s.bits() : 4, s.has_group_size() ? s.group_size() : 128);
+}
+
+std::string ProgressText(const v1::Job& job) {
+  if (job.layers_total() == 0) return "-";
+  return absl::StrFormat("block %d/%d, %d/%d layers", job.blocks_done(), job.num_blocks(),
+                         job.layers_done(), job.layers_total());
+}
+
+void PrintResult(const v1::Job& job) {
+  const v1::JobResult& r = job.result();
+  if (r.has_perplexity_before()) std::printf("  perplexity before: %.4f\n", r.perplexity_before());
+  if (r.has_perplexity_after()) std::printf("  perplexity after:  %.4f\n", r.perplexity_after());
+  std::printf("  time: %.1f s\n", r.seconds());
+  std::printf("  checkpoint: %s\n", r.checkpoint_path().c_str());
+}
+
+// The coordinator reads the paths on its own file system; send them absolute so that a relative
+// path means what it means where `ptq submit` runs (the usual case: same machine or shared storage).
+std::string Absolute(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  auto p = std::filesystem::absolute(path, ec);
+  return ec ? path : p.lexically_normal().string();
+}
+
+}  // namespace
+
+ServiceCommands::ServiceCommands(CLI::App& app) {
+  auto add_common = [this](CLI::App* command) {
+    command->add_option("--coordinator", coordinator_, "coordinator address HOST:PORT")
+        ->envname("PTQ_COORDINATOR")
+        ->capture_default_str();
+    command->add_flag("--json", json_, "print JSON (one object per line)");
+  };
+  submit_ = app.add_subcommand("submit", "queue a quantization job on a coordinator; prints its id");
+  AddQuantizeFlags(submit_, &submit_flags_);
+  add_common(submit_);
+
+  watch_ = app.add_subcommand("watch", "follow a job's progress until it finishes");
+  watch_->add_option("job", job_id_, "job id")->required();
+  add_common(watch_);
+
+  status_ = app.add_subcommand("status", "a job's state, progress and result");
+  status_->add_option("job", job_id_, "job id")->required();
+  add_common(status_);
+
+  list_ = app.add_subcommand("list", "all jobs, oldest first");
+  add_common(list_);
+
+  cancel_ = app.add_subcommand("cancel", "cancel a queued or running job");
+  cancel_->add_option("job", job_id_, "job id")->required();
+  add_common(cancel_);
+
+  logs_ = app.add_subcommand("logs", "a job's log");
+  logs_->add_option("job", job_id_, "job id")->required();
+  logs_->add_flag("-f,--follow", follow_, "keep printing new lines until the job finishes");
+  add_common(logs_);
+}
+
+std::optional<int> ServiceCommands::RunSelected() {
+  if (*submit_) return Submit();
+  if (*watch_) return Watch();
+  if (*status_) return Status();
+  if (*list_) return List();
+  if (*cancel_) return Cancel();
+  if (*logs_) return Logs();
+  return std::nullopt;
+}
+
+int ServiceCommands::Submit() {
+  worker::QuantizeOptions options = submit_flags_.Options();
+  options.model_dir = Absolute(options.model_dir);
+  options.calib_path = Absolute(options.calib_path);
+  options.eval_path = Absolute(options.eval_path);
+  options.out_dir = Absolute(options.out_dir);
+  JobClient client(coordinator_);
+  auto job = client.Submit(worker::SpecFromQuantizeOptions(options));
+  if (!job.ok()) return Fail(job.status());
+  if (json_) {
+    std::cout << Json(*job) << std::endl;
+  } else {
+    std::cout << job->id() << std::endl;
+  }
+  return 0;
+}
+
+int ServiceCommands::Watch() {
+  JobClient client(coordinator_);
+  const bool tty = !json_ && ::isatty(STDOUT_FILENO);
+  bool progress_line_open = false;  // a tty line rewritten in place
+  std::optional<v1::Job> final_job;
+  absl::Status status = client.Watch(job_id_, [&](const v1::JobEvent& e) {
+    if (json_) {
+      std::cout << Json(e) << std::endl;
+      if (e.has_state() && IsFinished(e.state().state())) final_job = e.state();
+      return;
+    }
+    if (e.has_layer()) {
+      const v1::LayerProgress& p = e.layer();
+      const std::string line = absl::StrFormat(
+          "block %d/%d  %s  loss %.4g (relative %.4g)  %d/%d layers  ETA %.1f s", p.block() + 1,
+          p.num_blocks(), p.layer(), p.loss(), p.relative_loss(), p.layers_done(), p.layers_total(),
+          p.eta_seconds());
+      if (tty) {
+        std::printf("\r\033[K%s", line.c_str());
+        progress_line_open = true;
+      } else {
+        std::printf("%s\n", line.c_str());
+      }
+      std::fflush(stdout);
+    } else if (e.has_state()) {
+      if (progress_line_open) std::printf("\n");
+      progress_line_open = false;
+      const v1::Job& job = e.state();
+      if (IsFinished(job.state())) {
+        final_job = job;
+      } else {
+        std::printf("job %s %s\n", job.id().c_str(), StateName(job.state()).c_str());
+      }
+      std::fflush(stdout);
+    }
+  });
+  if (progress_line_open) std::printf("\n");
+  if (!status.ok()) return Fail(status);
+  if (!final_job.has_value()) {
+    return Fail(absl::UnavailableError("the coordinator ended the stream before the job finished"));
+  }
+  const v1::Job& job = *final_job;
+  switch (job.state()) {
+    case v1::JOB_STATE_SUCCEEDED:
+      if (!json_) {
+        std::printf("job %s SUCCEEDED\n", job.id().c_str());
+        PrintResult(job);
+      }
+      return 0;
+    case v1::JOB_STATE_CANCELLED:
+      if (!json_) std::fprintf(stderr, "ptq: job %s CANCELLED: %s\n", job.id().c_str(), job.error().c_str());
+      return kExitCancelled;
+    default:
+      if (!json_) std::fprintf(stderr, "ptq: error: job %s FAILED: %s\n", job.id().c_str(), job.error().c_str());
+      return kExitError;
+  }
+}
+
+int ServiceCommands::Status() {
+  JobClient client(coordinator_);
+  auto job = client.Get(job_id_);
+  if (!job.ok()) return Fail(job.status());
+  if (json_) {
+    std::cout << Json(*job) << std::endl;
+    return 0;
+  }
+  std::printf("job %s %s: %s\n", job->id().c_str(), StateName(job->state()).c_str(),
+              Describe(job->spec()).c_str());
+  std::printf("  model: %s\n  output: %s\n", job->spec().model_path().c_str(),
+              job->spec().output_path().c_str());
+  std::printf("  submitted: %s\n", LocalTime(job->create_time_ms()).c_str());
+  if (job->start_time_ms() > 0) std::printf("  started: %s\n", LocalTime(job->start_time_ms()).c_str());
+  if (job->end_time_ms() > 0) std::printf("  finished: %s\n", LocalTime(job->end_time_ms()).c_str());
+  if (job->layers_total() > 0) std::printf("  progress: %s\n", ProgressText(*job).c_str());
+  if (!job->error().empty()) std::printf("  error: %s\n", job->error().c_str());
+  if (job->state() == v1::JOB_STATE_SUCCEEDED) PrintResult(*job);
+  return 0;
+}
+
+int ServiceCommands::List() {
+  JobClient client(coordinator_);
+  auto jobs = client.List();
+  if (!jobs.ok()) return Fail(jobs.status());
+  if (json_) {
+    v1::ListJobsResponse response;
+    for (const auto& job : *jobs) *response.add_jobs() = job;
+    std::cout << Json(response) << std::endl;
+    return 0;
+  }
+  std::printf("%-17s %-10s %-16s %-28s %s\n", "ID", "STATE", "METHOD", "PROGRESS", "OUTPUT");
+  for (const auto& job : *jobs) {
+    std::printf("%-17s %-10s %-16s %-28s %s\n", job.id().c_str(), StateName(job.state()).c_str(),
+                Describe(job.spec()).c_str(), ProgressText(job).c_str(),
+                job.spec().output_path().c_str());
+  }
+  return 0;
+}
+
+int ServiceCommands::Cancel() {
+  JobClient client(coordinator_);
+  auto job = client.Cancel(job_id_);
+  if (!job.ok()) return Fail(job.status());
+  if (json_) {
+    std::cout << Json(*job) << std::endl;
+  } else if (job->state() == v1::JOB_STATE_CANCELLED) {
+    std::printf("job %s CANCELLED\n", job->id().c_str());
+  } else {
+    std::printf("job %s: cancel requested; it stops at its next layer (ptq watch %s)\n",
+                job->id().c_str(), job->id().c_str());
+  }
+  return 0;
+}
+
+int ServiceCommands::Logs() {
+  JobClient client(coordinator_);
+  absl::Status status = client.Logs(job_id_, follow_, [&](const v1::LogLine& line) {
+    if (json_) {
+      std::cout << Json(line) << std::endl;
+    } else {
+      std::printf("%s %s\n", LocalTime(line.time_ms()).c_str(), line.text().c_str());
+      std::fflush(stdout);
+    }
+  });
+  if (!status.ok()) return Fail(status);
+  return 0;
+}
+
+}  // namespace ptq::client

@@ -1,0 +1,48 @@
+// The `ptq` commands that talk to a coordinator: submit, watch, status, list, cancel and logs. Each
+// takes --coordinator HOST:PORT (or $PTQ_COORDINATOR) and --json, prints errors as one line
+// ("ptq: error: ...") and exits non-zero on them.
+//
+// Exit codes: 0 success; 1 an error (or, for watch, a FAILED job); 3 watch saw the job CANCELLED.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+
+#include "client/quantize_flags.h"
+
+namespace ptq::client {
+
+class ServiceCommands {
+ public:
+  // Registers the commands on `app`. REQUIRES: this object outlives the parse of `app`.
+  explicit ServiceCommands(CLI::App& app);
+  ServiceCommands(const ServiceCommands&) = delete;
+  ServiceCommands& operator=(const ServiceCommands&) = delete;
+
+  // After parsing: runs the chosen command and returns its exit code, or nullopt when none of these
+  // commands was chosen.
+  std::optional<int> RunSelected();
+
+ private:
+  int Submit();
+  int Watch();
+  int Status();
+  int List();
+  int Cancel();
+  int Logs();
+
+  std::string coordinator_ = "127.0.0.1:50051";
+  bool json_ = false;
+  std::string job_id_;
+  bool follow_ = false;
+  QuantizeFlags submit_flags_;
+  CLI::App* submit_ = nullptr;
+  CLI::App* watch_ = nullptr;
+  CLI::App* status_ = nullptr;
+  CLI::App* list_ = nullptr;
+  CLI::App* cancel_ = nullptr;
+  CLI::App* logs_ = nullptr;
+};
+
+}  // namespace ptq::client

@@ -1,0 +1,70 @@
+#include "server/coordinator.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "server/embedded_worker.h"
+#include "server/job_scheduler.h"
+#include "server/job_service.h"
+#include "server/sqlite_job_store.h"
+
+namespace ptq::server {
+namespace {
+
+// How long in-flight calls may take to finish once shutdown starts.
+constexpr std::chrono::seconds kShutdownGrace(5);
+
+}  // namespace
+
+Coordinator::Coordinator() = default;
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const CoordinatorOptions& options,
+                                                                metrics::Registry& registry) {
+  std::unique_ptr<Coordinator> c(new Coordinator());
+  auto store = SqliteJobStore::Open(options.store_path);
+  if (!store.ok()) return store.status();
+  c->store_ = *std::move(store);
+  c->executor_ = std::make_unique<EmbeddedWorker>();
+  c->scheduler_ = std::make_unique<JobScheduler>(*c->store_, *c->executor_, registry);
+  c->service_ = std::make_unique<JobServiceImpl>(*c->scheduler_);
+
+  // Both are process-wide switches that apply to servers built afterwards.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &c->port_);
+  builder.RegisterService(c->service_.get());
+  c->server_ = builder.BuildAndStart();
+  if (c->server_ == nullptr || c->port_ == 0) {
+    c->server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
+  }
+  if (auto s = c->scheduler_->Start(); !s.ok()) {
+    c->Shutdown();
+    return s;
+  }
+  c->server_->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("coordinator listening on port {}, jobs in {}", c->port_, options.store_path);
+  return c;
+}
+
+Coordinator::~Coordinator() { Shutdown(); }
+
+void Coordinator::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  if (server_ != nullptr) server_->GetHealthCheckService()->SetServingStatus(false);
+  // The scheduler first: it ends the Watch streams, which the server would otherwise wait for.
+  if (scheduler_ != nullptr) scheduler_->Stop();
+  if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+}
+
+void Coordinator::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace ptq::server

@@ -1,0 +1,59 @@
+// The coordinator process minus its flags: job store, embedded worker, scheduler and the gRPC server
+// (JobService, the standard health service, server reflection). RAII: serving from a successful
+// Start until Shutdown or destruction.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/metrics.h"
+
+namespace grpc {
+class Server;
+}  // namespace grpc
+
+namespace ptq::server {
+
+class JobExecutor;
+class JobScheduler;
+class JobServiceImpl;
+class JobStore;
+
+struct CoordinatorOptions {
+  std::string listen_address = "127.0.0.1:50051";  // HOST:PORT; port 0 picks a free one
+  std::string store_path = "ptq-jobs.db";          // SQLite file, created if absent
+};
+
+class Coordinator {
+ public:
+  // REQUIRES: `registry` outlives the coordinator.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Start(const CoordinatorOptions& options,
+                                                            metrics::Registry& registry);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // The port the server listens on.
+  int port() const { return port_; }
+  // Graceful stop: health turns NOT_SERVING, new jobs are refused, the running job is interrupted
+  // (back to QUEUED for the next start), open Watch streams end, then in-flight calls get a few
+  // seconds to finish. Idempotent; safe from any thread (not from a signal handler).
+  void Shutdown();
+  // Blocks until Shutdown has stopped the server.
+  void Wait();
+
+ private:
+  Coordinator();
+
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<JobExecutor> executor_;
+  std::unique_ptr<JobScheduler> scheduler_;
+  std::unique_ptr<JobServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::atomic<bool> shut_down_{false};
+};
+
+}  // namespace ptq::server

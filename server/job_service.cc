@@ -1,0 +1,116 @@
+#include "server/job_service.h"
+
+#include <chrono>
+#include <thread>
+
+
+namespace ptq::server {
+namespace {
+
+// How often a streaming call looks at its client and at shutdown while it waits.
+constexpr std::chrono::milliseconds kPollInterval(200);
+
+absl::Status RequireJobId(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("job_id is required");
+  return absl::OkStatus();
+}
+
+v1::JobEvent StateEvent(const v1::Job& job) {
+  v1::JobEvent event;
+  event.set_job_id(job.id());
+  event.set_time_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count());
+  *event.mutable_state() = job;
+  return event;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl::StatusCode and grpc::StatusCode share the canonical numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+grpc::Status JobServiceImpl::Submit(grpc::ServerContext*, const v1::SubmitRequest* request,
+                                    v1::Job* response) {
+  if (!request->has_spec()) return ToGrpcStatus(absl::InvalidArgumentError("spec is required"));
+  auto job = scheduler_.Submit(request->spec());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::Get(grpc::ServerContext*, const v1::GetJobRequest* request,
+                                 v1::Job* response) {
+  if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
+  auto job = scheduler_.Get(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::List(grpc::ServerContext*, const v1::ListJobsRequest*,
+                                  v1::ListJobsResponse* response) {
+  auto jobs = scheduler_.List();
+  if (!jobs.ok()) return ToGrpcStatus(jobs.status());
+  for (v1::Job& job : *jobs) *response->add_jobs() = std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::Cancel(grpc::ServerContext*, const v1::CancelJobRequest* request,
+                                    v1::Job* response) {
+  if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
+  auto job = scheduler_.Cancel(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::Watch(grpc::ServerContext* context,
+                                   const v1::WatchJobRequest* request,
+                                   grpc::ServerWriter<v1::JobEvent>* writer) {
+  if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
+  auto watch = scheduler_.StartWatch(request->job_id());
+  if (!watch.ok()) return ToGrpcStatus(watch.status());
+  if (!writer->Write(StateEvent(watch->job))) return grpc::Status::CANCELLED;
+  if (IsFinished(watch->job.state())) return grpc::Status::OK;
+  while (true) {
+    if (context->IsCancelled()) return grpc::Status::CANCELLED;
+    std::optional<v1::JobEvent> event = watch->events->Next(kPollInterval);
+    if (!event.has_value()) {
+      if (watch->events->Finished()) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down");
+      }
+      continue;
+    }
+    if (!writer->Write(*event)) return grpc::Status::CANCELLED;  // the client went away
+    if (event->has_state() && IsFinished(event->state().state())) return grpc::Status::OK;
+  }
+}
+
+grpc::Status JobServiceImpl::Logs(grpc::ServerContext* context, const v1::LogsRequest* request,
+                                  grpc::ServerWriter<v1::LogLine>* writer) {
+  if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
+  int64_t sent = 0;
+  while (true) {
+    // The state first, then the lines: a job seen finished has all its lines stored.
+    auto job = scheduler_.Get(request->job_id());
+    if (!job.ok()) return ToGrpcStatus(job.status());
+    auto lines = scheduler_.Logs(request->job_id(), sent);
+    if (!lines.ok()) return ToGrpcStatus(lines.status());
+    for (const v1::LogLine& line : *lines) {
+      if (!writer->Write(line)) return grpc::Status::CANCELLED;
+      ++sent;
+    }
+    if (!request->follow() || IsFinished(job->state())) return grpc::Status::OK;
+    if (scheduler_.stopping()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down");
+    }
+    if (context->IsCancelled()) return grpc::Status::CANCELLED;
+    std::this_thread::sleep_for(kPollInterval);
+  }
+}
+
+}  // namespace ptq::server

@@ -1,0 +1,35 @@
+// The gRPC JobService: validates requests, delegates to the JobScheduler and converts statuses.
+// Thread safety: gRPC calls the methods concurrently; all state is in the scheduler.
+#pragma once
+
+#include "ptq/v1/job_service.grpc.pb.h"
+#include "server/job_scheduler.h"
+
+namespace ptq::server {
+
+// The one place where absl::Status becomes grpc::Status (same code, same message).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class JobServiceImpl final : public v1::JobService::Service {
+ public:
+  // REQUIRES: `scheduler` outlives the service.
+  explicit JobServiceImpl(JobScheduler& scheduler) : scheduler_(scheduler) {}
+
+  grpc::Status Submit(grpc::ServerContext* context, const v1::SubmitRequest* request,
+                      v1::Job* response) override;
+  grpc::Status Get(grpc::ServerContext* context, const v1::GetJobRequest* request,
+                   v1::Job* response) override;
+  grpc::Status List(grpc::ServerContext* context, const v1::ListJobsRequest* request,
+                    v1::ListJobsResponse* response) override;
+  grpc::Status Cancel(grpc::ServerContext* context, const v1::CancelJobRequest* request,
+                      v1::Job* response) override;
+  grpc::Status Watch(grpc::ServerContext* context, const v1::WatchJobRequest* request,
+                     grpc::ServerWriter<v1::JobEvent>* writer) override;
+  grpc::Status Logs(grpc::ServerContext* context, const v1::LogsRequest* request,
+                    grpc::ServerWriter<v1::LogLine>* writer) override;
+
+ private:
+  JobScheduler& scheduler_;
+};
+
+}  // namespace ptq::server

@@ -1,0 +1,101 @@
+// JobSpec <-> QuantizeOptions: a submitted job runs exactly what the same flags run in process.
+#include "worker/quantize_spec.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/test_paths.h"
+
+namespace ptq::worker {
+namespace {
+
+// Every field QuantizeOptions exposes on the command line, compared one by one.
+void ExpectSameOptions(const QuantizeOptions& a, const QuantizeOptions& b) {
+  EXPECT_EQ(a.model_dir, b.model_dir);
+  EXPECT_EQ(a.calib_path, b.calib_path);
+  EXPECT_EQ(a.out_dir, b.out_dir);
+  EXPECT_EQ(a.eval_path, b.eval_path);
+  EXPECT_EQ(a.eval_fp, b.eval_fp);
+  EXPECT_EQ(a.method, b.method);
+  EXPECT_EQ(a.joint_rows, b.joint_rows);
+  EXPECT_EQ(a.refine_iters, b.refine_iters);
+  EXPECT_EQ(a.scale_init, b.scale_init);
+  EXPECT_EQ(a.format, b.format);
+  EXPECT_EQ(a.gptq.grid.bits, b.gptq.grid.bits);
+  EXPECT_EQ(a.gptq.grid.sym, b.gptq.grid.sym);
+  EXPECT_EQ(a.gptq.grid.mse, b.gptq.grid.mse);
+  EXPECT_EQ(a.gptq.group_size, b.gptq.group_size);
+  EXPECT_EQ(a.gptq.act_order, b.gptq.act_order);
+  EXPECT_EQ(a.gptq.static_groups, b.gptq.static_groups);
+  EXPECT_EQ(a.gptq.damp, b.gptq.damp);
+  EXPECT_EQ(a.samples, b.samples);
+  EXPECT_EQ(a.seq_len, b.seq_len);
+  EXPECT_EQ(a.eval_seq_len, b.eval_seq_len);
+  EXPECT_EQ(a.eval_max_windows, b.eval_max_windows);
+  EXPECT_EQ(a.seed, b.seed);
+  EXPECT_EQ(a.force, b.force);
+  EXPECT_EQ(a.partial_groups, b.partial_groups);
+  EXPECT_EQ(a.batch_windows, b.batch_windows);
+  EXPECT_EQ(a.residual_alpha, b.residual_alpha);
+  EXPECT_EQ(a.value_block, b.value_block);
+}
+
+TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
+  QuantizeOptions o;
+  o.model_dir = "/m";
+  o.calib_path = "/c.txt";
+  o.out_dir = "/o";
+  o.eval_path = "/v.txt";
+  o.eval_fp = false;
+  o.method = "turboboa";
+  o.joint_rows = 8;
+  o.refine_iters = 2;
+  o.scale_init = "hessian";
+  o.format = "dequantized";
+  o.gptq.grid.bits = 3;
+  o.gptq.grid.sym = true;
+  o.gptq.grid.mse = true;
+  o.gptq.group_size = -1;
+  o.gptq.act_order = true;
+  o.gptq.static_groups = true;
+  o.gptq.damp = 0;  // zero is a value, not "unset"
+  o.samples = 7;
+  o.seq_len = 33;
+  o.eval_seq_len = 65;
+  o.eval_max_windows = 3;
+  o.seed = 42;
+  o.force = true;
+  o.partial_groups = true;
+  o.batch_windows = 2;
+  o.residual_alpha = 0;  // zero is "off", not "the method's default"
+  o.value_block = false;
+  ExpectSameOptions(QuantizeOptionsFromSpec(SpecFromQuantizeOptions(o)), o);
+}
+
+TEST(QuantizeSpecTest, AnEmptySpecMeansTheQuantizeDefaults) {
+  ExpectSameOptions(QuantizeOptionsFromSpec(v1::JobSpec()), QuantizeOptions());
+}
+
+TEST(QuantizeSpecTest, ValidationNamesTheField) {
+  QuantizeOptions o;
+  o.model_dir = testing::DemoModelDir();
+  o.calib_path = testing::DemoCalibText();
+  o.out_dir = "/tmp/x";
+  o.gptq.group_size = 64;
+  EXPECT_TRUE(ValidateQuantizeSpec(SpecFromQuantizeOptions(o)).ok());
+  v1::JobSpec spec = SpecFromQuantizeOptions(o);
+  spec.set_eval_path("/nonexistent/v.txt");
+  absl::Status s = ValidateQuantizeSpec(spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "eval_path /nonexistent/v.txt is not a readable file");
+  spec = SpecFromQuantizeOptions(o);
+  spec.set_output_path(testing::DemoModelDir());  // holds a model
+  EXPECT_NE(ValidateQuantizeSpec(spec).message().find("already holds a model"), absl::string_view::npos);
+  spec.set_force(true);
+  EXPECT_TRUE(ValidateQuantizeSpec(spec).ok());
+  spec = SpecFromQuantizeOptions(o);
+  spec.clear_output_path();
+  EXPECT_EQ(ValidateQuantizeSpec(spec).message(), "output_path is required");
+}
+
+}  // namespace
+}  // namespace ptq::worker
