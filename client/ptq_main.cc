@@ -15,6 +15,7 @@
 
 #include "client/quantize_flags.h"
 #include "client/service_commands.h"
+#include "client/local_workers.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "common/tokenizer.h"
@@ -72,8 +73,22 @@ int RunEval(const std::string& model_dir, const std::string& text, int64_t seq_l
   return 0;
 }
 
-int RunQuantize(const QuantizeOptions& o, bool json) {
-  auto report = ptq::worker::RunQuantize(o);
+int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
+  std::unique_ptr<ptq::client::LocalWorkerGroup> group;
+  ptq::worker::JobHooks hooks;
+  if (workers > 1 || ptq::client::LocalWorkerRank().has_value()) {
+    auto started = ptq::client::LocalWorkerGroup::Start(workers, argv);
+    if (!started.ok()) return Fail(started.status());
+    group = std::move(*started);
+    hooks.group = &group->collective();
+  }
+  auto report = ptq::worker::RunQuantize(o, hooks);
+  if (group != nullptr && group->rank() != 0) return report.ok() ? 0 : Fail(report.status());
+  if (group != nullptr) {
+    if (!report.ok()) group->KillChildren();
+    absl::Status workers_status = group->Wait();
+    if (report.ok() && !workers_status.ok()) return Fail(workers_status);
+  }
   if (!report.ok()) return Fail(report.status());
   const auto& r = *report;
   if (json) {
@@ -154,6 +169,10 @@ int main(int argc, char** argv) {
   auto* quantize = app.add_subcommand("quantize", "quantize a model in this process");
   ptq::client::AddQuantizeFlags(quantize, &q_flags);
   quantize->add_flag("--json", q_json, "print one JSON object");
+  int q_workers = 1;
+  quantize->add_option("--workers", q_workers,
+                       "worker processes on this machine sharing the job (Gloo over loopback)")
+      ->capture_default_str();
   std::string q_metrics;
   quantize->add_option("--metrics", q_metrics,
                        "serve Prometheus metrics at http://HOST:PORT/metrics while it runs");
@@ -171,12 +190,16 @@ int main(int argc, char** argv) {
   ptq::client::ServiceCommands service_commands(app);
 
   CLI11_PARSE(app, argc, argv);
-  ptq::InitLogging(log_level);
-  at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
+  // Local workers started by `--workers` leave the talking to rank 0.
+  const bool started_worker = ptq::client::LocalWorkerRank().has_value();
+  ptq::InitLogging(started_worker ? std::string("warn") : log_level);
+  // libtorch starts with 1 thread in C++; local workers share the cores.
+  const int sharing = (*quantize && q_workers > 1) ? q_workers : 1;
+  at::set_num_threads(std::max(1, threads / sharing));
   const QuantizeOptions q = q_flags.Options();
   if (auto code = service_commands.RunSelected(); code.has_value()) return *code;
   std::unique_ptr<ptq::metrics::MetricsServer> metrics_server;
-  if (*quantize && !q_metrics.empty()) {
+  if (*quantize && !q_metrics.empty() && !started_worker) {
     auto server = ptq::metrics::MetricsServer::Start(q_metrics, ptq::metrics::GlobalRegistry());
     if (!server.ok()) {
       std::cerr << "ptq: " << server.status().message() << "\n";
@@ -184,7 +207,7 @@ int main(int argc, char** argv) {
     }
     metrics_server = std::move(*server);
   }
-  if (*quantize) return RunQuantize(q, q_json);
+  if (*quantize) return RunQuantize(q, q_json, q_workers, argv);
   if (*eval) return RunEval(e_model, e_text, e_seq_len, e_windows, e_json);
   return 2;
 }
