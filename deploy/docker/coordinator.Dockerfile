@@ -10,9 +10,9 @@ RUN cmake -S /src -B /build -G Ninja -DPTQ_BUILD_TESTS=OFF -DPTQ_BUILD_BENCHMARK
 FROM debian:12
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends \
       libtorch2.0 libopenblas0-pthread libabsl20220623 libgrpc++1.51 libprotobuf32 libsqlite3-0 \
-      libspdlog1.10 libcivetweb1 libgloo0 ca-certificates \
+      libspdlog1.10 libmicrohttpd12 libgloo0 ca-certificates \
  || apt-get install -y -q --no-install-recommends libtorch-dev libopenblas0-pthread libabsl-dev \
-      libgrpc++-dev libsqlite3-dev libspdlog-dev libcivetweb-dev libgloo-dev ca-certificates \
+      libgrpc++-dev libsqlite3-dev libspdlog-dev libmicrohttpd-dev libgloo-dev ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/ptq* /usr/local/bin/
 RUN useradd --uid 10001 --create-home ptq

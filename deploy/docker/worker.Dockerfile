@@ -7,7 +7,7 @@ FROM ${CUDA_IMAGE} AS build
 ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu124/libtorch-cxx11-abi-shared-with-deps-2.4.1%2Bcu124.zip
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends build-essential cmake ninja-build \
       git curl unzip libabsl-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsqlite3-dev \
-      libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libgloo-dev libcivetweb-dev \
+      libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libgloo-dev libmicrohttpd-dev \
  && curl -fsSL -o /tmp/libtorch.zip "${LIBTORCH_URL}" && unzip -q /tmp/libtorch.zip -d /opt
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DPTQ_BUILD_TESTS=OFF -DPTQ_BUILD_BENCHMARKS=OFF -DPTQ_WITH_CUDA=ON \
@@ -16,7 +16,7 @@ RUN cmake -S /src -B /build -G Ninja -DPTQ_BUILD_TESTS=OFF -DPTQ_BUILD_BENCHMARK
 
 FROM ${CUDA_RUNTIME_IMAGE}
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends libgomp1 libabsl20210324 \
-      libgrpc++1 libprotobuf23 libsqlite3-0 libspdlog1 libcivetweb1 libgloo0 ca-certificates \
+      libgrpc++1 libprotobuf23 libsqlite3-0 libspdlog1 libmicrohttpd12 libgloo0 ca-certificates \
  ; rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/libtorch/lib /opt/libtorch/lib
 COPY --from=build /build/ptq* /usr/local/bin/
