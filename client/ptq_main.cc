@@ -124,6 +124,9 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
           {"eval", r.eval_seconds},
           {"write", r.write_seconds}}},
         {"block_seconds", r.block_seconds},
+        {"workers", r.workers},
+        {"collective_seconds", r.collective_seconds},
+        {"collective_bytes_rank0", r.collective_bytes},
         {"peak_rss_mib", PeakRssMiB()},
         {"threads", at::get_num_threads()},
         {"layers", layers}};

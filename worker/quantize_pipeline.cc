@@ -514,6 +514,8 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   }
 
   report.seconds = Since(job_start);
+  report.collective_bytes = group->bytes();
+  report.workers = group->size();
   if (!leader) return report;  // the leader writes and evaluates
   auto t_write = Clock::now();
   for (const std::string& name : files->TensorNames()) {

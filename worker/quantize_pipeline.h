@@ -101,6 +101,8 @@ struct QuantizeReport {
   double statistics_seconds = 0; // Hessian accumulation
   double quantize_seconds = 0;   // the quantizers
   double collective_seconds = 0; // all-reducing statistics across the worker group
+  uint64_t collective_bytes = 0; // bytes this rank handed to collectives
+  int workers = 1;
   double eval_seconds = 0;
   double write_seconds = 0;
   std::vector<double> block_seconds;
