@@ -5,11 +5,17 @@ import sys
 
 path = sys.argv[1] if len(sys.argv) > 1 else "bench/quality_results.jsonl"
 rows = [json.loads(line) for line in open(path) if line.strip()]
-print("| model | run | method | bits | group | joint rows | refine sweeps | ppl valid | quantize phase s | total s (incl. eval) |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| model | run | method | bits | group | joint rows | residual α | value block | scale init | refine sweeps | ppl valid | quantize phase s | total s (incl. eval) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     ph = r.get("phase_seconds", {})
     q = ph.get("forward", 0) + ph.get("statistics", 0) + ph.get("quantize", 0)
+    attention = r["method"] in ("boa", "turboboa")
+    joint = 1 if r["method"] == "boa" else (r.get("joint_rows", "") if attention else "")
+    # Older lines lack these fields: derive them from the flags' defaults and the run name.
+    alpha = r.get("residual_alpha", 0.0 if "noresid" in r["run"] or r["method"] != "turboboa" else 0.25)
+    vblock = r.get("value_block", attention and "novblock" not in r["run"])
     print(f"| {r['model_name']} | {r['run']} | {r['method']} | {r['bits']} | {r['group_size']} | "
-          f"{r.get('joint_rows', '')} | {r.get('refine_iters', '')} | {r['perplexity_quant']:.4f} | "
+          f"{joint} | {alpha:g} | {'yes' if vblock else 'no'} | {r.get('scale_init', '')} | "
+          f"{r.get('refine_iters', '')} | {r['perplexity_quant']:.4f} | "
           f"{q:.0f} (quantizer {ph.get('quantize', 0):.1f}) | {r['seconds']:.0f} |")
