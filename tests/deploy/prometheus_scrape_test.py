@@ -6,7 +6,10 @@ every second, then asks Prometheus's HTTP API (not our endpoint) for the job's s
 the layers-done counter must rise through several values to 7 x blocks, blocks done must reach the
 block count, per-phase seconds and the per-layer losses must be there.
 
-Usage: prometheus_scrape_test.py PTQ_BINARY SOURCE_DIR. Exits 77 (ctest SKIP) without `prometheus`.
+Then a `ptq-coordinator --metrics` runs a submitted job while Prometheus scrapes it: the jobs-by-state
+gauge must show the job running and then succeeded, and the job's layer counter must reach 7 x blocks.
+
+Usage: prometheus_scrape_test.py PTQ_BINARY SOURCE_DIR [COORDINATOR_BINARY]. Exits 77 (ctest SKIP) without `prometheus`.
 """
 import json
 import os
@@ -48,6 +51,7 @@ def main():
         blocks = json.load(f)["num_hidden_layers"]
     tmp = tempfile.mkdtemp(prefix="ptq_prometheus_test_")
     metrics_port, prom_port = free_port(), free_port()
+    coord_metrics_port, coord_port = free_port(), free_port()
     with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
         f.write(f"""global:
   scrape_interval: 1s
@@ -56,6 +60,9 @@ scrape_configs:
   - job_name: ptq
     static_configs:
       - targets: ["127.0.0.1:{metrics_port}"]
+  - job_name: ptq-coordinator
+    static_configs:
+      - targets: ["127.0.0.1:{coord_metrics_port}"]
 """)
     prom = subprocess.Popen(
         [prometheus, f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
@@ -114,10 +121,16 @@ scrape_configs:
             errors.append(f"expected {7 * blocks} per-layer loss series, got {losses}")
         if not last("ptq_process_resident_memory_bytes") or last("ptq_process_resident_memory_bytes") < 1e6:
             errors.append("no resident memory gauge")
+        coordinator_summary = "no coordinator binary given"
+        if len(sys.argv) > 3:
+            coordinator_summary = check_coordinator(sys.argv[3], ptq, model, data, tmp, env,
+                                                    coord_port, coord_metrics_port, prom_port,
+                                                    blocks, errors)
         if errors:
             print("FAIL:\n  " + "\n  ".join(errors))
             return 1
-        print(f"OK: Prometheus saw layers done {seen}, {blocks} blocks, forward {forward:.1f} s")
+        print(f"OK: Prometheus saw layers done {seen}, {blocks} blocks, forward {forward:.1f} s; "
+              f"{coordinator_summary}")
         return 0
     finally:
         if job is not None and job.poll() is None:
@@ -128,6 +141,46 @@ scrape_configs:
         except subprocess.TimeoutExpired:
             prom.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_coordinator(coordinator, ptq, model, data, tmp, env, port, metrics_port, prom_port, blocks,
+                      errors):
+    coord = subprocess.Popen([coordinator, "--listen", f"127.0.0.1:{port}", "--store",
+                              f"{tmp}/jobs.db", "--metrics", f"127.0.0.1:{metrics_port}"],
+                             env=env, stdout=subprocess.DEVNULL,
+                             stderr=open(os.path.join(tmp, "coordinator.log"), "w"))
+    try:
+        time.sleep(1)
+        submit = subprocess.run(
+            [ptq, "submit", "--coordinator", f"127.0.0.1:{port}", "--model", model, "--calib",
+             f"{data}/calib.txt", "--samples", "48", "--seq-len", "128", "--bits", "4",
+             "--group-size", "64", "--out", f"{tmp}/served"],
+            env=env, capture_output=True, text=True, timeout=60)
+        if submit.returncode != 0:
+            errors.append(f"ptq submit failed: {submit.stderr[-500:]}")
+            return "coordinator: submit failed"
+        job_id = submit.stdout.strip()
+        watch = subprocess.run([ptq, "watch", job_id, "--coordinator", f"127.0.0.1:{port}"],
+                               env=env, capture_output=True, text=True, timeout=600)
+        if watch.returncode != 0:
+            errors.append(f"ptq watch ended with {watch.returncode}: {watch.stdout[-500:]}")
+        time.sleep(2.5)
+        running = query(prom_port, 'max_over_time(ptq_jobs{job="ptq-coordinator",state="running"}[10m])')
+        succeeded = query(prom_port, 'ptq_jobs{job="ptq-coordinator",state="succeeded"}')
+        layers = query(prom_port, 'max_over_time(ptq_layers_done_total{job="ptq-coordinator"}[10m])')
+        if not running or running[0][1] != 1:
+            errors.append(f"the coordinator's running-jobs gauge never showed the job: {running}")
+        if not succeeded or succeeded[0][1] != 1:
+            errors.append(f"the coordinator's succeeded-jobs gauge is not 1: {succeeded}")
+        if not layers or layers[0][1] != 7 * blocks:
+            errors.append(f"the coordinator's layer counter did not reach {7 * blocks}: {layers}")
+        return f"coordinator: job {job_id} seen running and succeeded"
+    finally:
+        coord.terminate()
+        try:
+            coord.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            coord.kill()
 
 
 if __name__ == "__main__":
