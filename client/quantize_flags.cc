@@ -21,7 +21,8 @@ void AddQuantizeFlags(CLI::App* quantize, QuantizeFlags* flags) {
                        "coordinate-descent sweeps refining group scales after quantization (0: off)")
       ->capture_default_str();
   quantize->add_option("--scale-init", q.scale_init,
-                       "group scales before quantizing: minmax or hessian (diag(H)-weighted search)")
+                       "group scales before quantizing: minmax, hessian (diag(H)-weighted search) or "
+                       "hessian-block (the group's full H block)")
       ->capture_default_str();
   quantize->add_option("--bits", q.gptq.grid.bits, "2, 3, 4 or 8")->capture_default_str();
   quantize->add_option("--format", q.format,

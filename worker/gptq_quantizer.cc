@@ -1,5 +1,7 @@
 #include "worker/gptq_quantizer.h"
 
+#include "worker/block_hessian_grid.h"
+
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
@@ -56,6 +58,7 @@ absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOpti
     f.perm = at::arange(h.size(0), at::kLong);
   }
   f.diag = h.diagonal().to(at::kFloat).contiguous();
+  if (opt.grid.hessian_search && opt.grid.hessian_block) f.h = h.to(at::kFloat).contiguous();
   auto u = InverseCholeskyUpper(h, opt.damp, what);
   if (!u.ok()) return u.status();
   f.u = u->to(at::kFloat).contiguous();
@@ -150,7 +153,21 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
     const float* pu = u.data_ptr<float>();
     for (int64_t i = 0; i < count; ++i) {
       const int64_t c = b0 + i;
-      if (grouped && c % g == 0) {
+      if (grouped && c % g == 0 && static_grids.empty() && factor.h.defined()) {
+        // The group's grids from its full Hessian block, all rows at once.
+        const int64_t gi = c / g;
+        const int64_t len = std::min(g, cols - c);
+        GroupGrids grids = FitGroupGridsWithHessianBlock(
+            wt.narrow(0, i, len).t().contiguous(), factor.h.narrow(0, c, len).narrow(1, c, len),
+            opt.grid);
+        const float* gs = grids.scale.data_ptr<float>();
+        const float* gz = grids.zero.data_ptr<float>();
+        for (int64_t r = 0; r < rows; ++r) {
+          row_grid[r] = GridParams{gs[r], gz[r]};
+          ps[r * groups + gi] = gs[r];
+          pz[r * groups + gi] = gz[r];
+        }
+      } else if (grouped && c % g == 0) {
         const int64_t gi = c / g;
         for (int64_t r = 0; r < rows; ++r) {
           if (!static_grids.empty()) {

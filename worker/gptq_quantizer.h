@@ -31,6 +31,7 @@ struct GptqFactor {
   at::Tensor perm;  // [in] int64: quantization order of the columns
   at::Tensor dead;  // [in] bool: inputs that never fire
   at::Tensor diag;  // [in] float32: diag H (dead set to 1, undamped) in permuted order, grid weights
+  at::Tensor h;     // [in, in] float32: H (dead set to 1, undamped), permuted; only for hessian_block
 };
 absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& options,
                                        const std::string& what);

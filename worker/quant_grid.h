@@ -20,6 +20,9 @@ struct GridOptions {
   // sum_k H_kk (w_hat - w)^2 instead, the input-aware scale choice of two-stage stage 1 (diagonal of
   // the group's Hessian block) and TurboBoA's Hessian-weighted grid. `--scale-init hessian`.
   bool hessian_search = false;
+  // With hessian_search, grouped GPTQ: weigh a group's error by its full Hessian block d^T H_gg d
+  // (worker/block_hessian_grid.h) instead of the diagonal. `--scale-init hessian-block`.
+  bool hessian_block = false;
   // Round scales to float16 when fitting, so quantization uses exactly the scales a GPTQ checkpoint
   // stores and the written model reproduces the measured one.
   bool fp16_scales = true;

@@ -256,9 +256,9 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   if (o.method == "rtn" && o.residual_alpha > 0) {
     return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
   }
-  if (o.scale_init != "minmax" && o.scale_init != "hessian") {
+  if (o.scale_init != "minmax" && o.scale_init != "hessian" && o.scale_init != "hessian-block") {
     return absl::InvalidArgumentError(absl::StrCat("unknown --scale-init \"", o.scale_init,
-                                                   "\" (supported: minmax, hessian)"));
+                                                   "\" (supported: minmax, hessian, hessian-block)"));
   }
   if (o.method == "rtn" && (o.scale_init != "minmax" || o.refine_iters > 0)) {
     return absl::InvalidArgumentError("--scale-init hessian and --refine-iters need a Hessian (not rtn)");
@@ -334,9 +334,10 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));
   std::unique_ptr<CheckpointSink> sink;
   GptqOptions gptq_options = o.gptq;
-  if (o.scale_init == "hessian") {
+  if (o.scale_init == "hessian" || o.scale_init == "hessian-block") {
     gptq_options.grid.mse = true;
     gptq_options.grid.hessian_search = true;
+    gptq_options.grid.hessian_block = o.scale_init == "hessian-block";
   }
   if (o.format == "gptq") {
     GptqCheckpointOptions co;
