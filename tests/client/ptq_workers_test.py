@@ -17,6 +17,22 @@ import tempfile
 import time
 
 
+def children_of(pid):
+    """Child pids from /proc (no procps needed)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
 def main():
     ptq, source = sys.argv[1], sys.argv[2]
     model = os.path.join(source, "models/demo/tiny-llama-bytes")
@@ -45,9 +61,9 @@ def main():
         child = None
         deadline = time.time() + 120
         while child is None and time.time() < deadline and job.poll() is None:
-            out = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout
-            if out.strip():
-                child = int(out.split()[0])
+            children = children_of(job.pid)
+            if children:
+                child = children[0]
             time.sleep(0.2)
         if child is None:
             errors.append("no worker process appeared")
