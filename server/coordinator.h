@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/metrics.h"
@@ -24,6 +25,8 @@ class JobStore;
 struct CoordinatorOptions {
   std::string listen_address = "127.0.0.1:50051";  // HOST:PORT; port 0 picks a free one
   std::string store_path = "ptq-jobs.db";          // SQLite file, created if absent
+  // Folders jobs may read models and texts from and write checkpoints to (empty: anywhere).
+  std::vector<std::string> allowed_roots;
 };
 
 class Coordinator {

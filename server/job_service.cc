@@ -1,5 +1,7 @@
 #include "server/job_service.h"
 
+#include "common/path_confinement.h"
+
 #include <chrono>
 #include <thread>
 
@@ -36,6 +38,14 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 grpc::Status JobServiceImpl::Submit(grpc::ServerContext*, const v1::SubmitRequest* request,
                                     v1::Job* response) {
   if (!request->has_spec()) return ToGrpcStatus(absl::InvalidArgumentError("spec is required"));
+  const v1::JobSpec& spec = request->spec();
+  for (const auto& [path, what] : {std::pair{spec.model_path(), "model"},
+                                   std::pair{spec.calib_path(), "calibration text"},
+                                   std::pair{spec.eval_path(), "evaluation text"},
+                                   std::pair{spec.output_path(), "output"}}) {
+    if (path.empty() && std::string(what) == "evaluation text") continue;
+    if (auto s = CheckPathUnderRoots(path, allowed_roots_, what); !s.ok()) return ToGrpcStatus(s);
+  }
   auto job = scheduler_.Submit(request->spec());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);

@@ -2,6 +2,9 @@
 // Thread safety: gRPC calls the methods concurrently; all state is in the scheduler.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "ptq/v1/job_service.grpc.pb.h"
 #include "server/job_scheduler.h"
 
@@ -13,7 +16,9 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 class JobServiceImpl final : public v1::JobService::Service {
  public:
   // REQUIRES: `scheduler` outlives the service.
-  explicit JobServiceImpl(JobScheduler& scheduler) : scheduler_(scheduler) {}
+  // `allowed_roots`: where jobs may read and write (empty: anywhere; see common/path_confinement.h).
+  explicit JobServiceImpl(JobScheduler& scheduler, std::vector<std::string> allowed_roots = {})
+      : scheduler_(scheduler), allowed_roots_(std::move(allowed_roots)) {}
 
   grpc::Status Submit(grpc::ServerContext* context, const v1::SubmitRequest* request,
                       v1::Job* response) override;
@@ -30,6 +35,7 @@ class JobServiceImpl final : public v1::JobService::Service {
 
  private:
   JobScheduler& scheduler_;
+  const std::vector<std::string> allowed_roots_;
 };
 
 }  // namespace ptq::server

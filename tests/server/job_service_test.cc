@@ -320,6 +320,38 @@ TEST_F(JobServiceTest, BadSpecsAreInvalidArgumentWithOneReadableLine) {
   EXPECT_EQ(list.jobs_size(), 0);
 }
 
+// A coordinator confined to the repository and the temp folder: a job naming a path elsewhere, or
+// escaping through "..", is PERMISSION_DENIED and never queued.
+TEST(ConfinedJobServiceTest, PathsOutsideTheAllowedRootsArePermissionDenied) {
+  metrics::Registry registry;
+  CoordinatorOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.store_path = TempPath("confined.db");
+  options.allowed_roots = {testing::SourceDir(), fs::temp_directory_path().string()};
+  auto c = Coordinator::Start(options, registry);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto stub = v1::JobService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*c)->port()), grpc::InsecureChannelCredentials()));
+  auto submit = [&](const std::function<void(v1::JobSpec&)>& change) {
+    v1::SubmitRequest request;
+    *request.mutable_spec() = worker::SpecFromQuantizeOptions(TinyOptions(TempPath("confined")));
+    change(*request.mutable_spec());
+    grpc::ClientContext context;
+    v1::Job job;
+    return stub->Submit(&context, request, &job);
+  };
+  grpc::Status out = submit([](v1::JobSpec& s) { s.set_output_path("/etc/ptq-checkpoint"); });
+  EXPECT_EQ(out.error_code(), grpc::StatusCode::PERMISSION_DENIED) << out.error_message();
+  EXPECT_NE(out.error_message().find("output '/etc/ptq-checkpoint'"), std::string::npos)
+      << out.error_message();
+  grpc::Status dots = submit([](v1::JobSpec& s) {
+    s.set_calib_path(testing::SourceDir() + "/../../etc/passwd");
+  });
+  EXPECT_EQ(dots.error_code(), grpc::StatusCode::PERMISSION_DENIED) << dots.error_message();
+  EXPECT_TRUE(submit([](v1::JobSpec&) {}).ok());  // inside the roots: accepted
+  (*c)->Shutdown();
+}
+
 TEST_F(JobServiceTest, UnknownJobIsNotFound) {
   grpc::ClientContext get_context;
   v1::GetJobRequest get;
