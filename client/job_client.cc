@@ -18,10 +18,18 @@ void SetDeadline(grpc::ClientContext& context) {
 
 }  // namespace
 
-JobClient::JobClient(const std::string& address)
+JobClient::JobClient(const std::string& address, std::string token)
     : address_(address),
+      token_(std::move(token)),
       stub_(v1::JobService::NewStub(
           grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+
+std::unique_ptr<grpc::ClientContext> JobClient::NewContext(bool deadline) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (deadline) SetDeadline(*context);
+  if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+  return context;
+}
 
 absl::Status JobClient::Convert(const grpc::Status& status) const {
   if (status.ok()) return absl::OkStatus();
@@ -34,8 +42,8 @@ absl::Status JobClient::Convert(const grpc::Status& status) const {
 }
 
 absl::StatusOr<v1::Job> JobClient::Submit(const v1::JobSpec& spec) {
-  grpc::ClientContext context;
-  SetDeadline(context);
+  auto context_owner = NewContext(/*deadline=*/true);
+  grpc::ClientContext& context = *context_owner;
   v1::SubmitRequest request;
   *request.mutable_spec() = spec;
   v1::Job job;
@@ -44,8 +52,8 @@ absl::StatusOr<v1::Job> JobClient::Submit(const v1::JobSpec& spec) {
 }
 
 absl::StatusOr<v1::Job> JobClient::Get(const std::string& job_id) {
-  grpc::ClientContext context;
-  SetDeadline(context);
+  auto context_owner = NewContext(/*deadline=*/true);
+  grpc::ClientContext& context = *context_owner;
   v1::GetJobRequest request;
   request.set_job_id(job_id);
   v1::Job job;
@@ -54,16 +62,16 @@ absl::StatusOr<v1::Job> JobClient::Get(const std::string& job_id) {
 }
 
 absl::StatusOr<std::vector<v1::Job>> JobClient::List() {
-  grpc::ClientContext context;
-  SetDeadline(context);
+  auto context_owner = NewContext(/*deadline=*/true);
+  grpc::ClientContext& context = *context_owner;
   v1::ListJobsResponse response;
   if (auto s = Convert(stub_->List(&context, v1::ListJobsRequest(), &response)); !s.ok()) return s;
   return std::vector<v1::Job>(response.jobs().begin(), response.jobs().end());
 }
 
 absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
-  grpc::ClientContext context;
-  SetDeadline(context);
+  auto context_owner = NewContext(/*deadline=*/true);
+  grpc::ClientContext& context = *context_owner;
   v1::CancelJobRequest request;
   request.set_job_id(job_id);
   v1::Job job;
@@ -73,7 +81,8 @@ absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
 
 absl::Status JobClient::Watch(const std::string& job_id,
                               const std::function<void(const v1::JobEvent&)>& on_event) {
-  grpc::ClientContext context;  // no deadline: a job may run for hours
+  auto context_owner = NewContext(/*deadline=*/false);  // no deadline: a job may run for hours
+  grpc::ClientContext& context = *context_owner;
   v1::WatchJobRequest request;
   request.set_job_id(job_id);
   auto reader = stub_->Watch(&context, request);
@@ -84,8 +93,8 @@ absl::Status JobClient::Watch(const std::string& job_id,
 
 absl::Status JobClient::Logs(const std::string& job_id, bool follow,
                              const std::function<void(const v1::LogLine&)>& on_line) {
-  grpc::ClientContext context;
-  if (!follow) SetDeadline(context);
+  auto context_owner = NewContext(/*deadline=*/!follow);
+  grpc::ClientContext& context = *context_owner;
   v1::LogsRequest request;
   request.set_job_id(job_id);
   request.set_follow(follow);

@@ -17,7 +17,8 @@ namespace ptq::client {
 class JobClient {
  public:
   // `address` is HOST:PORT of a coordinator. Connects lazily: errors show on the first call.
-  explicit JobClient(const std::string& address);
+  // `token`: sent as `authorization: Bearer TOKEN` when not empty.
+  explicit JobClient(const std::string& address, std::string token = "");
 
   absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec);
   absl::StatusOr<v1::Job> Get(const std::string& job_id);
@@ -33,7 +34,11 @@ class JobClient {
  private:
   absl::Status Convert(const grpc::Status& status) const;
 
+  // A context carrying the token (and the unary deadline when `deadline`).
+  std::unique_ptr<grpc::ClientContext> NewContext(bool deadline) const;
+
   std::string address_;
+  std::string token_;
   std::unique_ptr<v1::JobService::Stub> stub_;
 };
 

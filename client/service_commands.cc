@@ -87,6 +87,8 @@ ServiceCommands::ServiceCommands(CLI::App& app) {
     command->add_option("--coordinator", coordinator_, "coordinator address HOST:PORT")
         ->envname("PTQ_COORDINATOR")
         ->capture_default_str();
+    command->add_option("--token", token_, "bearer token for the coordinator")
+        ->envname("PTQ_TOKEN");
     command->add_flag("--json", json_, "print JSON (one object per line)");
   };
   submit_ = app.add_subcommand("submit", "queue a quantization job on a coordinator; prints its id");
@@ -130,7 +132,7 @@ int ServiceCommands::Submit() {
   options.calib_path = Absolute(options.calib_path);
   options.eval_path = Absolute(options.eval_path);
   options.out_dir = Absolute(options.out_dir);
-  JobClient client(coordinator_);
+  JobClient client(coordinator_, token_);
   auto job = client.Submit(worker::SpecFromQuantizeOptions(options));
   if (!job.ok()) return Fail(job.status());
   if (json_) {
@@ -142,7 +144,7 @@ int ServiceCommands::Submit() {
 }
 
 int ServiceCommands::Watch() {
-  JobClient client(coordinator_);
+  JobClient client(coordinator_, token_);
   const bool tty = !json_ && ::isatty(STDOUT_FILENO);
   bool progress_line_open = false;  // a tty line rewritten in place
   std::optional<v1::Job> final_job;
@@ -200,7 +202,7 @@ int ServiceCommands::Watch() {
 }
 
 int ServiceCommands::Status() {
-  JobClient client(coordinator_);
+  JobClient client(coordinator_, token_);
   auto job = client.Get(job_id_);
   if (!job.ok()) return Fail(job.status());
   if (json_) {
@@ -221,7 +223,7 @@ int ServiceCommands::Status() {
 }
 
 int ServiceCommands::List() {
-  JobClient client(coordinator_);
+  JobClient client(coordinator_, token_);
   auto jobs = client.List();
   if (!jobs.ok()) return Fail(jobs.status());
   if (json_) {
@@ -240,7 +242,7 @@ int ServiceCommands::List() {
 }
 
 int ServiceCommands::Cancel() {
-  JobClient client(coordinator_);
+  JobClient client(coordinator_, token_);
   auto job = client.Cancel(job_id_);
   if (!job.ok()) return Fail(job.status());
   if (json_) {
@@ -255,7 +257,7 @@ int ServiceCommands::Cancel() {
 }
 
 int ServiceCommands::Logs() {
-  JobClient client(coordinator_);
+  JobClient client(coordinator_, token_);
   absl::Status status = client.Logs(job_id_, follow_, [&](const v1::LogLine& line) {
     if (json_) {
       std::cout << Json(line) << std::endl;

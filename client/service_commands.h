@@ -33,6 +33,7 @@ class ServiceCommands {
   int Logs();
 
   std::string coordinator_ = "127.0.0.1:50051";
+  std::string token_;
   bool json_ = false;
   std::string job_id_;
   bool follow_ = false;

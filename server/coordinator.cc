@@ -31,7 +31,13 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
   c->store_ = *std::move(store);
   c->executor_ = std::make_unique<EmbeddedWorker>();
   c->scheduler_ = std::make_unique<JobScheduler>(*c->store_, *c->executor_, registry);
-  c->service_ = std::make_unique<JobServiceImpl>(*c->scheduler_, options.allowed_roots);
+  if (!options.tokens_path.empty()) {
+    auto tokens = AccessTokens::Load(options.tokens_path);
+    if (!tokens.ok()) return tokens.status();
+    c->tokens_ = std::make_unique<AccessTokens>(*std::move(tokens));
+  }
+  c->service_ = std::make_unique<JobServiceImpl>(*c->scheduler_, options.allowed_roots,
+                                                 c->tokens_.get());
 
   // Both are process-wide switches that apply to servers built afterwards.
   grpc::EnableDefaultHealthCheckService(true);

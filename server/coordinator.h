@@ -15,6 +15,10 @@ namespace grpc {
 class Server;
 }  // namespace grpc
 
+namespace ptq {
+class AccessTokens;
+}
+
 namespace ptq::server {
 
 class JobExecutor;
@@ -27,6 +31,8 @@ struct CoordinatorOptions {
   std::string store_path = "ptq-jobs.db";          // SQLite file, created if absent
   // Folders jobs may read models and texts from and write checkpoints to (empty: anywhere).
   std::vector<std::string> allowed_roots;
+  // Token file (common/access_tokens.h); empty: the API needs no token.
+  std::string tokens_path;
 };
 
 class Coordinator {
@@ -53,6 +59,7 @@ class Coordinator {
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<JobExecutor> executor_;
   std::unique_ptr<JobScheduler> scheduler_;
+  std::unique_ptr<AccessTokens> tokens_;
   std::unique_ptr<JobServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

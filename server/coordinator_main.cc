@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   app.add_option("--listen", options.listen_address, "gRPC address HOST:PORT")->capture_default_str();
   app.add_option("--store", options.store_path, "SQLite job store file")->capture_default_str();
+  app.add_option("--tokens", options.tokens_path,
+                 "bearer-token file, lines `TOKEN admin|read` (default: no token required)");
   app.add_option("--allow-root", options.allowed_roots,
                  "a folder jobs may read from and write to (repeat for several; default: anywhere)");
   app.add_option("--metrics", metrics_address, "serve Prometheus metrics at http://HOST:PORT/metrics");

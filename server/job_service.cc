@@ -35,8 +35,21 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-grpc::Status JobServiceImpl::Submit(grpc::ServerContext*, const v1::SubmitRequest* request,
+grpc::Status JobServiceImpl::Authorize(const grpc::ServerContext* context, bool write) const {
+  if (tokens_ == nullptr) return grpc::Status::OK;
+  std::string header;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    header.assign(it->second.data(), it->second.size());
+  }
+  auto role = tokens_->Authenticate(header);
+  if (!role.ok()) return ToGrpcStatus(role.status());
+  return ToGrpcStatus(AccessTokens::Authorize(*role, write));
+}
+
+grpc::Status JobServiceImpl::Submit(grpc::ServerContext* context, const v1::SubmitRequest* request,
                                     v1::Job* response) {
+  if (auto a = Authorize(context, /*write=*/true); !a.ok()) return a;
   if (!request->has_spec()) return ToGrpcStatus(absl::InvalidArgumentError("spec is required"));
   const v1::JobSpec& spec = request->spec();
   for (const auto& [path, what] : {std::pair{spec.model_path(), "model"},
@@ -52,8 +65,9 @@ grpc::Status JobServiceImpl::Submit(grpc::ServerContext*, const v1::SubmitReques
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::Get(grpc::ServerContext*, const v1::GetJobRequest* request,
+grpc::Status JobServiceImpl::Get(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                  v1::Job* response) {
+  if (auto a = Authorize(context, /*write=*/false); !a.ok()) return a;
   if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
   auto job = scheduler_.Get(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
@@ -61,16 +75,18 @@ grpc::Status JobServiceImpl::Get(grpc::ServerContext*, const v1::GetJobRequest* 
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::List(grpc::ServerContext*, const v1::ListJobsRequest*,
+grpc::Status JobServiceImpl::List(grpc::ServerContext* context, const v1::ListJobsRequest*,
                                   v1::ListJobsResponse* response) {
+  if (auto a = Authorize(context, /*write=*/false); !a.ok()) return a;
   auto jobs = scheduler_.List();
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
   for (v1::Job& job : *jobs) *response->add_jobs() = std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::Cancel(grpc::ServerContext*, const v1::CancelJobRequest* request,
+grpc::Status JobServiceImpl::Cancel(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                                     v1::Job* response) {
+  if (auto a = Authorize(context, /*write=*/true); !a.ok()) return a;
   if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
   auto job = scheduler_.Cancel(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
@@ -81,6 +97,7 @@ grpc::Status JobServiceImpl::Cancel(grpc::ServerContext*, const v1::CancelJobReq
 grpc::Status JobServiceImpl::Watch(grpc::ServerContext* context,
                                    const v1::WatchJobRequest* request,
                                    grpc::ServerWriter<v1::JobEvent>* writer) {
+  if (auto a = Authorize(context, /*write=*/false); !a.ok()) return a;
   if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
   auto watch = scheduler_.StartWatch(request->job_id());
   if (!watch.ok()) return ToGrpcStatus(watch.status());
@@ -102,6 +119,7 @@ grpc::Status JobServiceImpl::Watch(grpc::ServerContext* context,
 
 grpc::Status JobServiceImpl::Logs(grpc::ServerContext* context, const v1::LogsRequest* request,
                                   grpc::ServerWriter<v1::LogLine>* writer) {
+  if (auto a = Authorize(context, /*write=*/false); !a.ok()) return a;
   if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
   int64_t sent = 0;
   while (true) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/access_tokens.h"
 #include "ptq/v1/job_service.grpc.pb.h"
 #include "server/job_scheduler.h"
 
@@ -17,8 +18,11 @@ class JobServiceImpl final : public v1::JobService::Service {
  public:
   // REQUIRES: `scheduler` outlives the service.
   // `allowed_roots`: where jobs may read and write (empty: anywhere; see common/path_confinement.h).
-  explicit JobServiceImpl(JobScheduler& scheduler, std::vector<std::string> allowed_roots = {})
-      : scheduler_(scheduler), allowed_roots_(std::move(allowed_roots)) {}
+  // `tokens`: bearer tokens every call must carry (nullptr: none required). REQUIRES: outlives the
+  // service.
+  explicit JobServiceImpl(JobScheduler& scheduler, std::vector<std::string> allowed_roots = {},
+                          const AccessTokens* tokens = nullptr)
+      : scheduler_(scheduler), allowed_roots_(std::move(allowed_roots)), tokens_(tokens) {}
 
   grpc::Status Submit(grpc::ServerContext* context, const v1::SubmitRequest* request,
                       v1::Job* response) override;
@@ -34,8 +38,12 @@ class JobServiceImpl final : public v1::JobService::Service {
                     grpc::ServerWriter<v1::LogLine>* writer) override;
 
  private:
+  // UNAUTHENTICATED / PERMISSION_DENIED unless the call's token allows it (write: submit, cancel).
+  grpc::Status Authorize(const grpc::ServerContext* context, bool write) const;
+
   JobScheduler& scheduler_;
   const std::vector<std::string> allowed_roots_;
+  const AccessTokens* tokens_;
 };
 
 }  // namespace ptq::server

@@ -352,6 +352,51 @@ TEST(ConfinedJobServiceTest, PathsOutsideTheAllowedRootsArePermissionDenied) {
   (*c)->Shutdown();
 }
 
+// With a token file: no or a wrong token is UNAUTHENTICATED, a read token may list but not submit,
+// an admin token may submit; health stays open for probes.
+TEST(TokenJobServiceTest, CallsNeedAValidTokenOfTheRightRole) {
+  const std::string token_file = TempPath("tokens");
+  {
+    std::ofstream f(token_file);
+    f << "admin-0123456789abcdef admin\nreader-0123456789abcdef read\n";
+  }
+  metrics::Registry registry;
+  CoordinatorOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.store_path = TempPath("tokens.db");
+  options.tokens_path = token_file;
+  auto c = Coordinator::Start(options, registry);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*c)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::JobService::NewStub(channel);
+  auto list = [&](const std::string& token) {
+    grpc::ClientContext context;
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    v1::ListJobsResponse response;
+    return stub->List(&context, v1::ListJobsRequest(), &response).error_code();
+  };
+  auto submit = [&](const std::string& token) {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + token);
+    v1::SubmitRequest request;
+    *request.mutable_spec() = worker::SpecFromQuantizeOptions(TinyOptions(TempPath("tokened")));
+    v1::Job job;
+    return stub->Submit(&context, request, &job).error_code();
+  };
+  EXPECT_EQ(list(""), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(list("reader-0123456789abcdeX"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(list("reader-0123456789abcdef"), grpc::StatusCode::OK);
+  EXPECT_EQ(submit("reader-0123456789abcdef"), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(submit("admin-0123456789abcdef"), grpc::StatusCode::OK);
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  EXPECT_TRUE(health->Check(&context, request, &response).ok());
+  (*c)->Shutdown();
+}
+
 TEST_F(JobServiceTest, UnknownJobIsNotFound) {
   grpc::ClientContext get_context;
   v1::GetJobRequest get;
