@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/metric_names.h"
 
 namespace ptq::worker {
 namespace {
@@ -56,6 +57,9 @@ class GlooCollective final : public Collective {
       }
       gloo::allreduce(opts);
       bytes_ += t.nbytes();
+      metrics::CounterFor(metrics::GlobalRegistry(), metrics::names::kCollectiveBytes,
+                          {{"op", "all_reduce"}})
+          .Increment(static_cast<double>(t.nbytes()));
     } catch (const gloo::Exception& e) {
       return absl::UnavailableError(absl::StrCat("all-reduce failed (a peer left?): ", e.what()));
     }
@@ -86,6 +90,9 @@ class GlooCollective final : public Collective {
                        std::vector<size_t>(size(), static_cast<size_t>(in.nbytes())));
         gloo::allgatherv(opts);
         bytes_ += in.nbytes();
+        metrics::CounterFor(metrics::GlobalRegistry(), metrics::names::kCollectiveBytes,
+                            {{"op", "all_gather"}})
+            .Increment(static_cast<double>(in.nbytes()));
       } catch (const gloo::Exception& e) {
         return absl::UnavailableError(absl::StrCat("all-gather failed (a peer left?): ", e.what()));
       }

@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "common/metrics.h"
 #include "worker/collective.h"
 #include "worker/exact_sum.h"
 
@@ -70,6 +71,10 @@ TEST(GlooCollectiveTest, AllReduceAndGatherMatchDirectComputation) {
       }
       EXPECT_TRUE(c.Barrier().ok());
       EXPECT_GT(c.bytes(), 0u);
+      if (size > 1) {  // exported for Prometheus too
+        EXPECT_NE(metrics::GlobalRegistry().Render().find("ptq_collective_bytes_total{op=\"all_gather\"}"),
+                  std::string::npos);
+      }
     });
   }
 }
