@@ -9,19 +9,31 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgloo-dev libgtest-dev libgmock-dev
   libmicrohttpd-dev                          # /metrics endpoint (prometheus-cpp is not in Debian 12)
-  kubernetes-client python3-yaml             # offline checks of deploy/ (kubectl kustomize)
-  prometheus                                 # the scrape test: a real Prometheus reads /metrics
+  python3 python3-yaml                       # test scripts; offline checks of deploy/
   sentencepiece                              # spm_encode, for models with a tokenizer.model
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Tools only some tests use (they skip without them): kubectl for `kubectl kustomize` (any kubectl
+# already on the PATH will do; Debian's kubernetes-client would clash with another kubectl package)
+# and Debian's Prometheus server for the scrape test. Installed best-effort.
+optional=()
+command -v kubectl >/dev/null 2>&1 || optional+=(kubernetes-client)
+command -v prometheus >/dev/null 2>&1 || optional+=(prometheus)
+export DEBIAN_FRONTEND=noninteractive
+if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
+  apt-get update -q
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [ ${#optional[@]} -gt 0 ]; then
+  echo "installing (optional, for some tests): ${optional[*]}"
+  apt-get install -y -q --no-install-recommends "${optional[@]}" ||
+    echo "warning: could not install ${optional[*]}; the tests that need them will be skipped" >&2
 fi
 # Debian's libtorch uses whatever libblas.so.3 is selected; make sure it is OpenBLAS.
 blas=$(ls /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 2>/dev/null || true)
