@@ -223,9 +223,10 @@ absl::StatusOr<double> Perplexity(const std::string& model_dir, const QuantizeOp
   PerplexityOptions po;
   po.seq_len = o.eval_seq_len > 0 ? o.eval_seq_len : o.seq_len;
   po.max_windows = o.eval_max_windows;
-  Progress progress(absl::StrCat("eval ", label), model->config().num_hidden_layers);
+  std::optional<Progress> progress;  // sized by the evaluator's own count (blocks x window chunks)
   po.on_progress = [&](int64_t done, int64_t total) {
-    progress.Advance(1, absl::StrCat("block ", done, "/", total));
+    if (!progress) progress.emplace(absl::StrCat("eval ", label), total);
+    progress->Advance(1, absl::StrCat("step ", done, "/", total));
   };
   PTQ_ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(*model, tokens, po));
   spdlog::info("perplexity ({}) = {:.4f} over {} windows of {}", label, r.perplexity, r.windows,
