@@ -56,18 +56,7 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
       blocks.push_back(std::move(q));
     }
   }
-  QuantizedLinear out = blocks.front();
-  std::vector<at::Tensor> weights, codes, scales, zeros;
-  for (const auto& b : blocks) {
-    weights.push_back(b.weight);
-    codes.push_back(b.codes);
-    scales.push_back(b.scales);
-    zeros.push_back(b.zeros);
-  }
-  out.weight = at::cat(weights, 0);
-  out.codes = at::cat(codes, 0);
-  out.scales = at::cat(scales, 0);
-  out.zeros = at::cat(zeros, 0);
+  QuantizedLinear out = ConcatRows(blocks);
   out.loss = LayerLoss(weight, out.weight, h_in);  // comparable with GPTQ's per-layer loss
   return out;
 }
@@ -95,18 +84,7 @@ absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
     loss += q.loss;
     parts.push_back(std::move(q));
   }
-  QuantizedLinear out = parts.front();
-  std::vector<at::Tensor> weights, codes, scales, zeros;
-  for (const auto& b : parts) {
-    weights.push_back(b.weight);
-    codes.push_back(b.codes);
-    scales.push_back(b.scales);
-    zeros.push_back(b.zeros);
-  }
-  out.weight = at::cat(weights, 0);
-  out.codes = at::cat(codes, 0);
-  out.scales = at::cat(scales, 0);
-  out.zeros = at::cat(zeros, 0);
+  QuantizedLinear out = ConcatRows(parts);
   out.loss = loss;
   return out;
 }

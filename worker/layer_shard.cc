@@ -25,22 +25,6 @@ std::pair<size_t, size_t> UnitsOfRank(size_t units, int rank, int size) {
 
 namespace {
 
-QuantizedLinear Concat(const std::vector<QuantizedLinear>& parts) {
-  QuantizedLinear out = parts.front();
-  std::vector<at::Tensor> weights, codes, scales, zeros;
-  for (const auto& p : parts) {
-    weights.push_back(p.weight);
-    codes.push_back(p.codes);
-    scales.push_back(p.scales);
-    zeros.push_back(p.zeros);
-  }
-  out.weight = at::cat(weights, 0);
-  out.codes = at::cat(codes, 0);
-  out.scales = at::cat(scales, 0);
-  out.zeros = at::cat(zeros, 0);
-  return out;
-}
-
 double SumHeads(const at::Tensor& target, const at::Tensor& q, const std::vector<at::Tensor>& h,
                 int64_t hd) {
   double loss = 0;
@@ -102,7 +86,7 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
       out.loss += q.loss;
       parts.push_back(std::move(q));
     }
-    out.q = Concat(parts);
+    out.q = ConcatRows(parts);
   }
   out.q.loss = out.loss;
   if (p.hessian.defined()) {

@@ -17,9 +17,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/attention_statistics.h"
 #include "worker/collective.h"
-#include "worker/boa_quantizer.h"
 #include "worker/calibration.h"
-#include "worker/group_scale_optimizer.h"
 #include "worker/dequantized_checkpoint.h"
 #include "worker/gptq_checkpoint_writer.h"
 #include "worker/hessian_accumulator.h"
@@ -32,7 +30,6 @@
 #include "worker/pipeline_metrics.h"
 #include "worker/progress.h"
 #include "worker/residual_correction.h"
-#include "worker/rtn_quantizer.h"
 #include "worker/value_statistics.h"
 
 namespace ptq::worker {

@@ -9,6 +9,22 @@ double LayerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at
   return (at::matmul(d, hessian.to(at::kDouble)) * d).sum().item<double>();
 }
 
+QuantizedLinear ConcatRows(const std::vector<QuantizedLinear>& parts) {
+  QuantizedLinear out = parts.front();
+  std::vector<at::Tensor> weights, codes, scales, zeros;
+  for (const auto& p : parts) {
+    weights.push_back(p.weight);
+    codes.push_back(p.codes);
+    scales.push_back(p.scales);
+    zeros.push_back(p.zeros);
+  }
+  out.weight = at::cat(weights, 0);
+  out.codes = at::cat(codes, 0);
+  out.scales = at::cat(scales, 0);
+  out.zeros = at::cat(zeros, 0);
+  return out;
+}
+
 at::Tensor DequantizeLinear(const QuantizedLinear& q) {
   at::Tensor g = q.g_idx.to(at::kLong);
   at::Tensor s = q.scales.index_select(1, g);  // [out, in]

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include <vector>
+
 #include <ATen/core/Tensor.h>
 
 #include "worker/quant_grid.h"
@@ -24,6 +26,11 @@ struct QuantizedLinear {
 
 // tr((W - Q) H (W - Q)^T): the layer-wise reconstruction loss GPTQ minimises (up to H's 2/n).
 double LayerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& hessian);
+
+// Stacks row blocks of one layer (heads, row units, a worker's share) in order: weight, codes,
+// scales and zeros concatenated; g_idx, grid and group size from the first block (they agree).
+// REQUIRES: !parts.empty().
+QuantizedLinear ConcatRows(const std::vector<QuantizedLinear>& parts);
 
 // Rebuilds the dequantized weight from codes, scales, zeros and g_idx (a check on the packed form).
 at::Tensor DequantizeLinear(const QuantizedLinear& q);
