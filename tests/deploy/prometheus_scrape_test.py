@@ -79,8 +79,8 @@ scrape_configs:
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
         job = subprocess.Popen(
             [ptq, "quantize", "--model", model, "--calib", f"{data}/calib.txt", "--eval",
-             f"{data}/valid.txt", "--eval-windows", "48", "--skip-fp-eval", "--samples", "48",
-             "--seq-len", "128", "--bits", "4", "--group-size", "64", "--out", f"{tmp}/out",
+             f"{data}/valid.txt", "--eval-windows", "48", "--skip-fp-eval", "--samples", "128",
+             "--seq-len", "256", "--bits", "4", "--group-size", "64", "--out", f"{tmp}/out",
              "--metrics", f"127.0.0.1:{metrics_port}"],
             env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "ptq.log"), "w"))
         seen = []
@@ -98,7 +98,7 @@ scrape_configs:
             return 1
         time.sleep(1.5)
         errors = []
-        if len(seen) < 3 or seen != sorted(seen):
+        if len(seen) < 3 or seen != sorted(seen):  # a job of ~20-60 s, scraped every second
             errors.append(f"layers done should rise through several values, saw {seen}")
 
         def last(expr):
@@ -153,7 +153,7 @@ def check_coordinator(coordinator, ptq, model, data, tmp, env, port, metrics_por
         time.sleep(1)
         submit = subprocess.run(
             [ptq, "submit", "--coordinator", f"127.0.0.1:{port}", "--model", model, "--calib",
-             f"{data}/calib.txt", "--samples", "48", "--seq-len", "128", "--bits", "4",
+             f"{data}/calib.txt", "--samples", "128", "--seq-len", "256", "--bits", "4",
              "--group-size", "64", "--out", f"{tmp}/served"],
             env=env, capture_output=True, text=True, timeout=60)
         if submit.returncode != 0:
