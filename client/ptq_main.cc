@@ -13,6 +13,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/passive_openmp.h"
 #include "client/quantize_flags.h"
 #include "client/service_commands.h"
 #include "client/local_workers.h"
@@ -152,16 +153,8 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
 
 }  // namespace
 
-// libgomp reads OMP_WAIT_POLICY once, when it loads: spinning OpenMP workers otherwise compete with
-// OpenBLAS's threads for the cores (measured 2-3x slower on 2 cores). So set it and re-execute.
-void PreferPassiveOpenMpWaiting(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-}
-
 int main(int argc, char** argv) {
-  PreferPassiveOpenMpWaiting(argv);
+  ptq::PreferPassiveOpenMpWaiting(argv);
   CLI::App app{"PTQ Service: post-training weight quantization of large language models"};
   app.require_subcommand(1);
   int threads = static_cast<int>(std::thread::hardware_concurrency());

@@ -12,6 +12,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/passive_openmp.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "server/coordinator.h"
@@ -24,16 +25,8 @@ void OnStopSignal(int signal) {
   [[maybe_unused]] ssize_t n = ::write(g_stop_pipe[1], &byte, 1);
 }
 
-// libgomp reads OMP_WAIT_POLICY once, when it loads: spinning OpenMP workers otherwise compete with
-// OpenBLAS's threads for the cores (as in `ptq`, client/ptq_main.cc). So set it and re-execute.
-void PreferPassiveOpenMpWaiting(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
-}
-
 int main(int argc, char** argv) {
-  PreferPassiveOpenMpWaiting(argv);
+  ptq::PreferPassiveOpenMpWaiting(argv);
   // SIGTERM and SIGINT: the handler only writes a byte to a pipe (async-signal-safe), and a thread
   // reading it shuts down. Not sigwait with blocked signals: threads that libraries start before
   // main (OpenBLAS) would not block them and take the default action, killing the process.
