@@ -9,25 +9,13 @@
 #include <string>
 
 #include "nlohmann/json.hpp"
+#include "tests/cli_run.h"
 #include "tests/test_paths.h"
 
 namespace {
 
-struct CliRun {
-  int exit_code;
-  std::string out;
-};
-
-CliRun RunPtq(const std::string& args, bool stderr_too) {
-  std::string cmd = std::string(PTQ_BINARY_DIR) + "/ptq " + args + (stderr_too ? " 2>&1" : " 2>/dev/null");
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = ::pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
+using ptq::testing::CliRun;
+using ptq::testing::RunPtq;
 
 std::string Demo() { return ptq::testing::DemoModelDir(); }
 std::string Calib() { return ptq::testing::DemoCalibText(); }

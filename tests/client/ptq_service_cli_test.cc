@@ -10,26 +10,14 @@
 #include "common/metrics.h"
 #include "nlohmann/json.hpp"
 #include "server/coordinator.h"
+#include "tests/cli_run.h"
 #include "tests/test_paths.h"
 
 namespace {
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int exit_code;
-  std::string out;
-};
-
-CliRun RunPtq(const std::string& args, bool stderr_too) {
-  std::string cmd = std::string(PTQ_BINARY_DIR) + "/ptq " + args + (stderr_too ? " 2>&1" : " 2>/dev/null");
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int status = ::pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
+using ptq::testing::CliRun;
+using ptq::testing::RunPtq;
 
 std::string TempPath(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ptq_service_cli_test_" + name);
