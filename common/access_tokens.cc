@@ -33,17 +33,24 @@ absl::StatusOr<AccessTokens> AccessTokens::Parse(const std::string& text, const 
     if (!(fields >> token)) continue;
     if (!(fields >> role) || (fields >> extra)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(source, ":", number, ": expected `TOKEN ROLE` (role admin or read)"));
+          absl::StrCat(source, ":", number, ": expected `TOKEN ROLE` (role admin, read or worker)"));
     }
     if (token.size() < 16) {
       return absl::InvalidArgumentError(
           absl::StrCat(source, ":", number, ": token shorter than 16 characters"));
     }
-    if (role != "admin" && role != "read") {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ":", number, ": unknown role '", role, "' (admin or read)"));
+    AccessRole parsed;
+    if (role == "admin") {
+      parsed = AccessRole::kAdmin;
+    } else if (role == "read") {
+      parsed = AccessRole::kRead;
+    } else if (role == "worker") {
+      parsed = AccessRole::kWorker;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(source, ":", number, ": unknown role '", role,
+                                                     "' (admin, read or worker)"));
     }
-    tokens.entries_.push_back({token, role == "admin" ? AccessRole::kAdmin : AccessRole::kRead});
+    tokens.entries_.push_back({token, parsed});
   }
   if (tokens.entries_.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": no tokens"));
@@ -79,6 +86,13 @@ absl::StatusOr<AccessRole> AccessTokens::Authenticate(const std::string& authori
 absl::Status AccessTokens::Authorize(AccessRole role, bool write) {
   if (write && role != AccessRole::kAdmin) {
     return absl::PermissionDeniedError("this token may only read (get, list, watch, logs)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AccessTokens::AuthorizeWorker(AccessRole role) {
+  if (role != AccessRole::kWorker && role != AccessRole::kAdmin) {
+    return absl::PermissionDeniedError("the worker API needs a token with role worker (or admin)");
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,6 @@
 // Bearer-token access to the coordinator's API (issue 9). A token file holds one `TOKEN ROLE` per line
-// (`#` starts a comment); ROLE is `admin` (everything) or `read` (get, list, watch, logs). Clients
+// (`#` starts a comment); ROLE is `admin` (everything), `read` (get, list, watch, logs) or `worker`
+// (the WorkerService a ptq-worker calls, plus reading). Clients
 // send `authorization: Bearer TOKEN`. Tokens are compared in constant time, and every configured token
 // is compared on each check, so timing reveals neither a token's prefix nor which one matched.
 #pragma once
@@ -11,7 +12,7 @@
 
 namespace ptq {
 
-enum class AccessRole { kRead, kAdmin };
+enum class AccessRole { kRead, kAdmin, kWorker };
 
 class AccessTokens {
  public:
@@ -25,6 +26,8 @@ class AccessTokens {
   absl::StatusOr<AccessRole> Authenticate(const std::string& authorization) const;
   // OK when `role` may do a `write` (submit, cancel) or read call; PERMISSION_DENIED otherwise.
   static absl::Status Authorize(AccessRole role, bool write);
+  // OK for the worker and admin roles: they may call WorkerService.
+  static absl::Status AuthorizeWorker(AccessRole role);
 
  private:
   struct Entry {

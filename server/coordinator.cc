@@ -11,7 +11,10 @@
 #include "server/embedded_worker.h"
 #include "server/job_scheduler.h"
 #include "server/job_service.h"
+#include "server/remote_executor.h"
 #include "server/sqlite_job_store.h"
+#include "server/worker_registry.h"
+#include "server/worker_service.h"
 
 namespace ptq::server {
 namespace {
@@ -29,7 +32,15 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
   auto store = SqliteJobStore::Open(options.store_path);
   if (!store.ok()) return store.status();
   c->store_ = *std::move(store);
-  c->executor_ = std::make_unique<EmbeddedWorker>();
+  if (options.workers > 0) {
+    WorkerRegistryOptions worker_options;
+    worker_options.lease = options.worker_lease;
+    c->workers_ = std::make_unique<WorkerRegistry>(worker_options, registry);
+    c->executor_ = std::make_unique<RemoteExecutor>(
+        *c->workers_, RemoteExecutorOptions{.workers = options.workers});
+  } else {
+    c->executor_ = std::make_unique<EmbeddedWorker>();
+  }
   c->scheduler_ = std::make_unique<JobScheduler>(*c->store_, *c->executor_, registry);
   if (!options.tokens_path.empty()) {
     auto tokens = AccessTokens::Load(options.tokens_path);
@@ -38,6 +49,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
   }
   c->service_ = std::make_unique<JobServiceImpl>(*c->scheduler_, options.allowed_roots,
                                                  c->tokens_.get());
+  if (c->workers_ != nullptr) {
+    c->worker_service_ = std::make_unique<WorkerServiceImpl>(*c->workers_, c->tokens_.get());
+  }
 
   // Both are process-wide switches that apply to servers built afterwards.
   grpc::EnableDefaultHealthCheckService(true);
@@ -45,6 +59,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &c->port_);
   builder.RegisterService(c->service_.get());
+  if (c->worker_service_ != nullptr) builder.RegisterService(c->worker_service_.get());
   c->server_ = builder.BuildAndStart();
   if (c->server_ == nullptr || c->port_ == 0) {
     c->server_.reset();
@@ -55,7 +70,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
     return s;
   }
   c->server_->GetHealthCheckService()->SetServingStatus(true);
-  spdlog::info("coordinator listening on port {}, jobs in {}", c->port_, options.store_path);
+  spdlog::info("coordinator listening on port {}, jobs in {}, {}", c->port_, options.store_path,
+               options.workers > 0 ? absl::StrCat("groups of ", options.workers, " remote workers")
+                                   : std::string("embedded worker"));
   return c;
 }
 

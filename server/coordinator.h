@@ -1,9 +1,11 @@
-// The coordinator process minus its flags: job store, embedded worker, scheduler and the gRPC server
-// (JobService, the standard health service, server reflection). RAII: serving from a successful
+// The coordinator process minus its flags: job store, executor (embedded worker, or remote workers
+// behind WorkerService), scheduler and the gRPC server (JobService, WorkerService when remote, the
+// standard health service, server reflection). RAII: serving from a successful
 // Start until Shutdown or destruction.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +27,8 @@ class JobExecutor;
 class JobScheduler;
 class JobServiceImpl;
 class JobStore;
+class WorkerRegistry;
+class WorkerServiceImpl;
 
 struct CoordinatorOptions {
   std::string listen_address = "127.0.0.1:50051";  // HOST:PORT; port 0 picks a free one
@@ -33,6 +37,10 @@ struct CoordinatorOptions {
   std::vector<std::string> allowed_roots;
   // Token file (common/access_tokens.h); empty: the API needs no token.
   std::string tokens_path;
+  // 0: jobs run in this process (the embedded worker). N > 0: jobs run on groups of N remote
+  // `ptq-worker`s, which register through WorkerService (server/remote_executor.h).
+  int workers = 0;
+  std::chrono::milliseconds worker_lease{std::chrono::seconds(5)};
 };
 
 class Coordinator {
@@ -57,10 +65,12 @@ class Coordinator {
   Coordinator();
 
   std::unique_ptr<JobStore> store_;
+  std::unique_ptr<WorkerRegistry> workers_;
   std::unique_ptr<JobExecutor> executor_;
   std::unique_ptr<JobScheduler> scheduler_;
   std::unique_ptr<AccessTokens> tokens_;
   std::unique_ptr<JobServiceImpl> service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::atomic<bool> shut_down_{false};

@@ -1,5 +1,5 @@
 // ptq-coordinator: serves the JobService (with health and reflection) and /metrics, runs the jobs
-// with its embedded worker, and stops gracefully on SIGTERM or SIGINT.
+// with its embedded worker or (--workers N) on remote ptq-workers, and stops gracefully on SIGTERM or SIGINT.
 #include <ATen/Parallel.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -51,10 +51,16 @@ int main(int argc, char** argv) {
                  "bearer-token file, lines `TOKEN admin|read` (default: no token required)");
   app.add_option("--allow-root", options.allowed_roots,
                  "a folder jobs may read from and write to (repeat for several; default: anywhere)");
+  int64_t lease_ms = options.worker_lease.count();
+  app.add_option("--workers", options.workers,
+                 "run jobs on groups of N remote ptq-workers (default 0: in this process)");
+  app.add_option("--worker-lease-ms", lease_ms, "a worker silent this long is lost")
+      ->capture_default_str();
   app.add_option("--metrics", metrics_address, "serve Prometheus metrics at http://HOST:PORT/metrics");
   app.add_option("--threads", threads, "CPU threads for tensor work (default: all cores)");
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.worker_lease = std::chrono::milliseconds(std::max<int64_t>(lease_ms, 200));
   ptq::InitLogging(log_level);
   at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
 

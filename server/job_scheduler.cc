@@ -229,6 +229,7 @@ void JobScheduler::RunLoop() {
 void JobScheduler::RunJob(v1::Job job) {
   const std::string id = job.id();
   ExecutionHooks hooks;
+  hooks.job_id = id;
   hooks.cancel = &cancel_;
   hooks.on_layer = [this, &id](const v1::LayerProgress& p) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -255,6 +256,10 @@ void JobScheduler::RunJob(v1::Job job) {
     event.set_time_ms(NowMs());
     *event.mutable_block() = p;
     hub_.Publish(event);
+  };
+  hooks.log = [this, &id](const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Log(id, line);
   };
   absl::StatusOr<v1::JobResult> result = executor_.Run(job.spec(), hooks);
 

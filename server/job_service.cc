@@ -35,14 +35,18 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-grpc::Status JobServiceImpl::Authorize(const grpc::ServerContext* context, bool write) const {
-  if (tokens_ == nullptr) return grpc::Status::OK;
+absl::StatusOr<AccessRole> CallerRole(const AccessTokens& tokens, const grpc::ServerContext& context) {
   std::string header;
-  const auto& metadata = context->client_metadata();
+  const auto& metadata = context.client_metadata();
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
     header.assign(it->second.data(), it->second.size());
   }
-  auto role = tokens_->Authenticate(header);
+  return tokens.Authenticate(header);
+}
+
+grpc::Status JobServiceImpl::Authorize(const grpc::ServerContext* context, bool write) const {
+  if (tokens_ == nullptr) return grpc::Status::OK;
+  auto role = CallerRole(*tokens_, *context);
   if (!role.ok()) return ToGrpcStatus(role.status());
   return ToGrpcStatus(AccessTokens::Authorize(*role, write));
 }

@@ -14,6 +14,10 @@ namespace ptq::server {
 // The one place where absl::Status becomes grpc::Status (same code, same message).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// The role of the token a call carries (its `authorization` metadata); UNAUTHENTICATED without a
+// valid one.
+absl::StatusOr<AccessRole> CallerRole(const AccessTokens& tokens, const grpc::ServerContext& context);
+
 class JobServiceImpl final : public v1::JobService::Service {
  public:
   // REQUIRES: `scheduler` outlives the service.

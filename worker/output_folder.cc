@@ -75,4 +75,13 @@ absl::Status OutputFolder::Commit() {
   return absl::OkStatus();
 }
 
+void RemoveStaging(const std::string& final_dir) {
+  if (final_dir.empty()) return;
+  std::error_code ec;
+  std::filesystem::path staging = std::filesystem::absolute(final_dir, ec).lexically_normal();
+  if (staging.filename().empty()) staging = staging.parent_path();
+  staging += ".partial";
+  std::filesystem::remove_all(staging, ec);
+}
+
 }  // namespace ptq::worker

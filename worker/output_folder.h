@@ -27,4 +27,8 @@ class OutputFolder {
   std::string staging_dir_;
 };
 
+// Removes the staging folder a stopped run left for `final_dir` (a cancelled or failed job leaves
+// nothing behind at the output path). No-op when there is none.
+void RemoveStaging(const std::string& final_dir);
+
 }  // namespace ptq::worker

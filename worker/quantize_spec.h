@@ -22,4 +22,12 @@ QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& spec);
 // line naming the field, e.g. "model_path /x: no config.json".
 absl::Status ValidateQuantizeSpec(const v1::JobSpec& spec);
 
+// Runs the job `spec` describes (RunQuantize): a LibTorch exception becomes an error, and a run that
+// did not finish (failed, cancelled) leaves no staging folder behind.
+absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const JobHooks& hooks);
+
+// The pipeline's report and progress as the API's messages (JobResult, LayerProgress events).
+v1::JobResult JobResultFromReport(const QuantizeReport& report);
+v1::LayerProgress LayerProgressToProto(const LayerProgress& progress);
+
 }  // namespace ptq::worker

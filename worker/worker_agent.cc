@@ -1,0 +1,278 @@
+#include "worker/worker_agent.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/metric_names.h"
+#include "common/model_fingerprint.h"
+#include "common/version.h"
+#include "ptq/v1/worker_service.grpc.pb.h"
+#include "worker/collective.h"
+#include "worker/quantize_pipeline.h"
+#include "worker/quantize_spec.h"
+#ifdef PTQ_HAVE_GLOO
+#include "worker/coordinator_store.h"
+#include "worker/gloo_collective.h"
+#endif
+
+namespace ptq::worker {
+namespace {
+
+constexpr std::chrono::milliseconds kAssignmentPoll(3000);
+constexpr std::chrono::seconds kRetry(1);
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+class Agent {
+ public:
+  Agent(const WorkerAgentOptions& options, const std::atomic<bool>& stop)
+      : options_(options),
+        stop_(stop),
+        stub_(v1::WorkerService::NewStub(
+            grpc::CreateChannel(options.coordinator, grpc::InsecureChannelCredentials()))) {}
+
+  absl::Status Run() {
+    while (!stop_.load()) {
+      absl::Status registered = Register();
+      if (absl::IsFailedPrecondition(registered) || absl::IsPermissionDenied(registered) ||
+          absl::IsUnauthenticated(registered) || absl::IsInvalidArgument(registered)) {
+        return registered;
+      }
+      if (!registered.ok()) {
+        std::this_thread::sleep_for(kRetry);
+        continue;
+      }
+      forgotten_.store(false);
+      std::thread heartbeat([this] { HeartbeatLoop(); });
+      ServeAssignments();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        heartbeat_stop_ = true;
+      }
+      wake_.notify_all();
+      heartbeat.join();
+      heartbeat_stop_ = false;
+      if (!refusal_.ok()) return refusal_;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    if (!options_.token.empty()) context->AddMetadata("authorization", "Bearer " + options_.token);
+    context->set_deadline(std::chrono::system_clock::now() + timeout);
+    return context;
+  }
+
+  absl::Status Register() {
+    v1::RegisterWorkerRequest request;
+    request.set_address(options_.host);
+    request.set_version(kVersion);
+    request.set_device(options_.device);
+    request.mutable_resources()->set_cpu_cores(static_cast<int32_t>(std::thread::hardware_concurrency()));
+    v1::RegisterWorkerResponse response;
+    auto context = Context(std::chrono::seconds(10));
+    grpc::Status s = stub_->Register(context.get(), request, &response);
+    if (!s.ok()) {
+      if (!waiting_logged_) {
+        spdlog::warn("cannot register with {}: {}", options_.coordinator, s.error_message());
+        waiting_logged_ = true;
+      }
+      return FromGrpc(s);
+    }
+    waiting_logged_ = false;
+    worker_id_ = response.worker_id();
+    lease_ = std::chrono::milliseconds(std::max<int64_t>(response.lease_ms(), 300));
+    spdlog::info("registered with {} as {} (lease {} ms)", options_.coordinator, worker_id_,
+                 lease_.count());
+    return absl::OkStatus();
+  }
+
+  void HeartbeatLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!heartbeat_stop_) {
+      wake_.wait_for(lock, lease_ / 3, [this] { return heartbeat_stop_; });
+      if (heartbeat_stop_) break;
+      lock.unlock();
+      v1::HeartbeatRequest request;
+      request.set_worker_id(worker_id_);
+      v1::HeartbeatResponse response;
+      auto context = Context(lease_);
+      grpc::Status s = stub_->Heartbeat(context.get(), request, &response);
+      lock.lock();
+      if (s.ok()) {
+        metrics::CounterFor(metrics::GlobalRegistry(), metrics::names::kWorkerHeartbeats,
+                            {{"worker", worker_id_}})
+            .Increment();
+        for (int64_t a : response.abort_attempts()) {
+          if (a == attempt_.load()) {
+            spdlog::warn("the coordinator aborted attempt {}; stopping", a);
+            cancel_.store(true);
+          }
+        }
+      } else if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
+                 s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        // A restarted coordinator (or one that dropped us): our attempt is void.
+        spdlog::warn("coordinator: {}; abandoning the current work", s.error_message());
+        if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) refusal_ = FromGrpc(s);
+        forgotten_.store(true);
+        cancel_.store(true);
+      }
+    }
+  }
+
+  void ServeAssignments() {
+    while (!stop_.load() && !forgotten_.load()) {
+      v1::GetAssignmentRequest request;
+      request.set_worker_id(worker_id_);
+      request.set_wait_ms(kAssignmentPoll.count());
+      v1::GetAssignmentResponse response;
+      auto context = Context(kAssignmentPoll + std::chrono::seconds(10));
+      grpc::Status s = stub_->GetAssignment(context.get(), request, &response);
+      if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
+          s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        forgotten_.store(true);
+        if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+          std::lock_guard<std::mutex> lock(mu_);
+          refusal_ = FromGrpc(s);
+        }
+        return;
+      }
+      if (!s.ok()) {
+        std::this_thread::sleep_for(kRetry);
+        continue;
+      }
+      if (response.has_assignment()) RunAssignment(response.assignment());
+    }
+  }
+
+  void Report(const v1::Assignment& a, const absl::Status& status, const v1::JobResult* result,
+              bool refuses = false) {
+    v1::ReportResultRequest request;
+    request.set_worker_id(worker_id_);
+    request.set_attempt(a.attempt());
+    request.set_code(static_cast<int32_t>(status.code()));
+    request.set_message(std::string(status.message()));
+    request.set_worker_refuses(refuses);
+    if (result != nullptr) *request.mutable_result() = *result;
+    for (int tries = 0; tries < 10 && !forgotten_.load(); ++tries) {
+      v1::ReportResultResponse response;
+      auto context = Context(std::chrono::seconds(10));
+      grpc::Status s = stub_->ReportResult(context.get(), request, &response);
+      if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) return;
+      std::this_thread::sleep_for(kRetry);
+    }
+  }
+
+  void ReportProgress(const v1::Assignment& a, v1::ReportProgressRequest request) {
+    request.set_worker_id(worker_id_);
+    request.set_attempt(a.attempt());
+    v1::ReportProgressResponse response;
+    auto context = Context(std::chrono::seconds(10));
+    grpc::Status s = stub_->ReportProgress(context.get(), request, &response);
+    if (s.ok() && response.abort()) cancel_.store(true);
+  }
+
+  void RunAssignment(const v1::Assignment& a) {
+    cancel_.store(false);
+    attempt_.store(a.attempt());
+    spdlog::info("attempt {} of job {}: rank {} of {}", a.attempt(), a.job_id(), a.rank(), a.size());
+    auto fingerprint = ModelFingerprint(a.spec().model_path());
+    if (!fingerprint.ok() || *fingerprint != a.model_fingerprint()) {
+      const std::string why = absl::StrCat(
+          "this worker sees ",
+          fingerprint.ok() ? absl::StrCat("model fingerprint ", *fingerprint)
+                           : std::string(fingerprint.status().message()),
+          " at ", a.spec().model_path(), ", the coordinator ", a.model_fingerprint());
+      spdlog::error("refusing attempt {}: {}", a.attempt(), why);
+      Report(a, absl::FailedPreconditionError(why), nullptr, /*refuses=*/true);
+      attempt_.store(0);
+      return;
+    }
+    std::unique_ptr<Collective> group;
+    if (a.size() == 1) {
+      group = MakeSingleProcessCollective();
+    } else {
+#ifdef PTQ_HAVE_GLOO
+      CoordinatorStore store(*stub_, worker_id_, a.store_prefix(), options_.token);
+      GlooOptions gloo;
+      gloo.hostname = options_.host;
+      gloo.timeout = options_.collective_timeout;
+      auto connected = ConnectGloo(store, a.rank(), a.size(), gloo);
+      if (!connected.ok()) {
+        Report(a, connected.status(), nullptr);
+        attempt_.store(0);
+        return;
+      }
+      group = *std::move(connected);
+#else
+      Report(a, absl::UnimplementedError("this worker was built without Gloo (libgloo-dev)"), nullptr);
+      attempt_.store(0);
+      return;
+#endif
+    }
+    JobHooks hooks;
+    hooks.group = group.get();
+    hooks.cancel = &cancel_;
+    if (a.rank() == 0) {
+      hooks.on_layer = [&](const LayerProgress& p) {
+        v1::ReportProgressRequest r;
+        *r.mutable_layer() = LayerProgressToProto(p);
+        ReportProgress(a, std::move(r));
+      };
+      hooks.on_block = [&](int64_t block, int64_t num_blocks) {
+        v1::ReportProgressRequest r;
+        r.mutable_block()->set_block(block);
+        r.mutable_block()->set_num_blocks(num_blocks);
+        ReportProgress(a, std::move(r));
+      };
+    }
+    auto report = RunQuantizeSpec(a.spec(), hooks);
+    group.reset();  // close the peers' connections before reporting
+    if (report.ok()) {
+      spdlog::info("attempt {} done", a.attempt());
+      const v1::JobResult result = JobResultFromReport(*report);
+      Report(a, absl::OkStatus(), a.rank() == 0 ? &result : nullptr);
+    } else {
+      spdlog::warn("attempt {} ended: {}", a.attempt(), report.status().ToString());
+      Report(a, report.status(), nullptr);
+    }
+    attempt_.store(0);
+  }
+
+  const WorkerAgentOptions& options_;
+  const std::atomic<bool>& stop_;
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+  std::string worker_id_;
+  std::chrono::milliseconds lease_{5000};
+  bool waiting_logged_ = false;
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool heartbeat_stop_ = false;
+  absl::Status refusal_;  // guarded by mu_ while the heartbeat thread runs
+  std::atomic<bool> forgotten_{false};
+  std::atomic<bool> cancel_{false};
+  std::atomic<int64_t> attempt_{0};
+};
+
+}  // namespace
+
+absl::Status RunWorkerAgent(const WorkerAgentOptions& options, const std::atomic<bool>& stop) {
+  if (options.device != "cpu") {
+    return absl::UnimplementedError(absl::StrCat(
+        "--device ", options.device, ": this worker quantizes on the CPU only (CUDA workers: issue 8)"));
+  }
+  Agent agent(options, stop);
+  return agent.Run();
+}
+
+}  // namespace ptq::worker

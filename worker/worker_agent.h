@@ -1,0 +1,29 @@
+// What `ptq-worker` does: registers with the coordinator (WorkerService), keeps its lease alive from a
+// heartbeat thread, and runs the assignments it is given: one rank of one attempt of a job, joined to
+// the attempt's other ranks by a Gloo group that meets through the coordinator's rendezvous store.
+// Rank 0 reports progress and writes the checkpoint. An attempt the coordinator aborts (cancelled job,
+// lost peer) stops at the next layer; a coordinator that forgot the worker (restarted) makes it stop
+// its attempt and register again.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace ptq::worker {
+
+struct WorkerAgentOptions {
+  std::string coordinator = "127.0.0.1:50051";  // HOST:PORT
+  std::string host = "127.0.0.1";  // the address the other workers reach this one's collective at
+  std::string device = "cpu";
+  std::string token;               // bearer token with role worker (empty: none)
+  std::chrono::milliseconds collective_timeout{std::chrono::minutes(10)};
+};
+
+// Serves assignments until `stop` is set. Returns an error when the coordinator refuses the worker
+// (another version, another model view) or the options are unusable.
+absl::Status RunWorkerAgent(const WorkerAgentOptions& options, const std::atomic<bool>& stop);
+
+}  // namespace ptq::worker
