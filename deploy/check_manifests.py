@@ -206,6 +206,21 @@ def check_overlay(overlay, kubectl):
                         names = [p.get("name") for c in spec["containers"] for p in c.get("ports", [])]
                         if target not in names:
                             fail(f"{overlay}: Service/{get(obj, 'metadata.name')} targetPort {target} not a port of {n}")
+    # The coordinator waits for --workers idle workers before a job's first attempt: the worker
+    # StatefulSet must run that many, and each worker must give peers its pod IP (--host).
+    coordinator = [o for o in objects if o.get("kind") == "Deployment" and get(o, "metadata.name") == "ptq-coordinator"]
+    workers = [o for o in objects if o.get("kind") == "StatefulSet" and get(o, "metadata.name") == "ptq-worker"]
+    if coordinator and workers:
+        cargs = get(coordinator[0], "spec.template.spec.containers")[0].get("args", [])
+        group = int(cargs[cargs.index("--workers") + 1]) if "--workers" in cargs else 0
+        if group != get(workers[0], "spec.replicas"):
+            fail(f"{overlay}: coordinator --workers {group} but {get(workers[0], 'spec.replicas')} worker replicas")
+        wcontainer = get(workers[0], "spec.template.spec.containers")[0]
+        wargs = wcontainer.get("args", [])
+        pod_ip = [e for e in wcontainer.get("env", []) if e.get("name") == "POD_IP"
+                  and get(e, "valueFrom.fieldRef.fieldPath") == "status.podIP"]
+        if "--host" not in wargs or wargs[wargs.index("--host") + 1] != "$(POD_IP)" or not pod_ip:
+            fail(f"{overlay}: workers must pass --host $(POD_IP) from the downward API")
     for kind in ("Deployment", "StatefulSet", "Job", "Service", "PersistentVolumeClaim", "ServiceMonitor", "PrometheusRule"):
         if kind not in kinds:
             fail(f"{overlay}: render has no {kind}")

@@ -1,11 +1,11 @@
-# Coordinator (ptq-coordinator) and the ptq CLI, on Debian 12 like the build machine.
+# Coordinator (ptq-coordinator), the CPU worker (ptq-worker) and the ptq CLI, on Debian 12 like the build machine.
 # Build from the repository root: docker build -f deploy/docker/coordinator.Dockerfile -t ptq/coordinator:0.1.0 .
 FROM debian:12 AS build
 COPY scripts/install-deps.sh /src/scripts/install-deps.sh
 RUN /src/scripts/install-deps.sh
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DPTQ_BUILD_TESTS=OFF -DPTQ_BUILD_BENCHMARKS=OFF -DPTQ_WITH_CUDA=OFF \
- && ninja -C /build ptq $(ninja -C /build -t targets all | grep -o '^ptq-coordinator' | head -1)
+ && ninja -C /build ptq ptq-coordinator ptq-worker
 
 FROM debian:12
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends \

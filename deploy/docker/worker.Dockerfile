@@ -12,7 +12,7 @@ RUN apt-get update -q && apt-get install -y -q --no-install-recommends build-ess
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DPTQ_BUILD_TESTS=OFF -DPTQ_BUILD_BENCHMARKS=OFF -DPTQ_WITH_CUDA=ON \
       -DCMAKE_PREFIX_PATH=/opt/libtorch \
- && ninja -C /build ptq $(ninja -C /build -t targets all | grep -o '^ptq-worker' | head -1)
+ && ninja -C /build ptq ptq-worker
 
 FROM ${CUDA_RUNTIME_IMAGE}
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends libgomp1 libabsl20210324 \

@@ -6,10 +6,13 @@ every second, then asks Prometheus's HTTP API (not our endpoint) for the job's s
 the layers-done counter must rise through several values to 7 x blocks, blocks done must reach the
 block count, per-phase seconds and the per-layer losses must be there.
 
-Then a `ptq-coordinator --metrics` runs a submitted job while Prometheus scrapes it: the jobs-by-state
-gauge must show the job running and then succeeded, and the job's layer counter must reach 7 x blocks.
+Then a `ptq-coordinator --workers 1 --metrics` and a `ptq-worker --metrics` run a submitted job
+while Prometheus scrapes both: the coordinator's jobs-by-state gauge must show the job running and
+then succeeded and its connected-workers gauge 1; the worker's heartbeat counter must rise and its
+layer counter reach 7 x blocks.
 
-Usage: prometheus_scrape_test.py PTQ_BINARY SOURCE_DIR [COORDINATOR_BINARY]. Exits 77 (ctest SKIP) without `prometheus`.
+Usage: prometheus_scrape_test.py PTQ_BINARY SOURCE_DIR [COORDINATOR_BINARY WORKER_BINARY].
+Exits 77 (ctest SKIP) without `prometheus`.
 """
 import json
 import os
@@ -52,6 +55,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ptq_prometheus_test_")
     metrics_port, prom_port = free_port(), free_port()
     coord_metrics_port, coord_port = free_port(), free_port()
+    worker_metrics_port = free_port()
     with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
         f.write(f"""global:
   scrape_interval: 1s
@@ -63,6 +67,9 @@ scrape_configs:
   - job_name: ptq-coordinator
     static_configs:
       - targets: ["127.0.0.1:{coord_metrics_port}"]
+  - job_name: ptq-worker
+    static_configs:
+      - targets: ["127.0.0.1:{worker_metrics_port}"]
 """)
     prom = subprocess.Popen(
         [prometheus, f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
@@ -122,10 +129,10 @@ scrape_configs:
         if not last("ptq_process_resident_memory_bytes") or last("ptq_process_resident_memory_bytes") < 1e6:
             errors.append("no resident memory gauge")
         coordinator_summary = "no coordinator binary given"
-        if len(sys.argv) > 3:
-            coordinator_summary = check_coordinator(sys.argv[3], ptq, model, data, tmp, env,
-                                                    coord_port, coord_metrics_port, prom_port,
-                                                    blocks, errors)
+        if len(sys.argv) > 4:
+            coordinator_summary = check_coordinator(sys.argv[3], sys.argv[4], ptq, model, data, tmp,
+                                                    env, coord_port, coord_metrics_port,
+                                                    worker_metrics_port, prom_port, blocks, errors)
         if errors:
             print("FAIL:\n  " + "\n  ".join(errors))
             return 1
@@ -143,12 +150,16 @@ scrape_configs:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_coordinator(coordinator, ptq, model, data, tmp, env, port, metrics_port, prom_port, blocks,
-                      errors):
+def check_coordinator(coordinator, worker, ptq, model, data, tmp, env, port, metrics_port,
+                      worker_metrics_port, prom_port, blocks, errors):
     coord = subprocess.Popen([coordinator, "--listen", f"127.0.0.1:{port}", "--store",
-                              f"{tmp}/jobs.db", "--metrics", f"127.0.0.1:{metrics_port}"],
+                              f"{tmp}/jobs.db", "--metrics", f"127.0.0.1:{metrics_port}",
+                              "--workers", "1", "--worker-lease-ms", "1500"],
                              env=env, stdout=subprocess.DEVNULL,
                              stderr=open(os.path.join(tmp, "coordinator.log"), "w"))
+    work = subprocess.Popen([worker, "--coordinator", f"127.0.0.1:{port}", "--metrics",
+                             f"127.0.0.1:{worker_metrics_port}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(tmp, "worker.log"), "w"))
     try:
         time.sleep(1)
         submit = subprocess.run(
@@ -167,15 +178,27 @@ def check_coordinator(coordinator, ptq, model, data, tmp, env, port, metrics_por
         time.sleep(2.5)
         running = query(prom_port, 'max_over_time(ptq_jobs{job="ptq-coordinator",state="running"}[10m])')
         succeeded = query(prom_port, 'ptq_jobs{job="ptq-coordinator",state="succeeded"}')
-        layers = query(prom_port, 'max_over_time(ptq_layers_done_total{job="ptq-coordinator"}[10m])')
+        layers = query(prom_port, 'max_over_time(ptq_layers_done_total{job="ptq-worker"}[10m])')
+        connected = query(prom_port, 'max_over_time(ptq_workers_connected{job="ptq-coordinator"}[10m])')
+        heartbeats = query(prom_port, 'sum(ptq_worker_heartbeats_total{job="ptq-worker"})')
+        if not connected or connected[0][1] != 1:
+            errors.append(f"the coordinator's connected-workers gauge never showed the worker: {connected}")
+        if not heartbeats or heartbeats[0][1] < 2:
+            errors.append(f"the worker's heartbeat counter did not rise: {heartbeats}")
         if not running or running[0][1] != 1:
             errors.append(f"the coordinator's running-jobs gauge never showed the job: {running}")
         if not succeeded or succeeded[0][1] != 1:
             errors.append(f"the coordinator's succeeded-jobs gauge is not 1: {succeeded}")
         if not layers or layers[0][1] != 7 * blocks:
-            errors.append(f"the coordinator's layer counter did not reach {7 * blocks}: {layers}")
-        return f"coordinator: job {job_id} seen running and succeeded"
+            errors.append(f"the worker's layer counter did not reach {7 * blocks}: {layers}")
+        return (f"coordinator: job {job_id} seen running and succeeded on 1 remote worker "
+                f"({heartbeats[0][1]:.0f} heartbeats)")
     finally:
+        work.terminate()
+        try:
+            work.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            work.kill()
         coord.terminate()
         try:
             coord.wait(timeout=20)
