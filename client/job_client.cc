@@ -18,11 +18,13 @@ void SetDeadline(grpc::ClientContext& context) {
 
 }  // namespace
 
-JobClient::JobClient(const std::string& address, std::string token)
+JobClient::JobClient(const std::string& address, std::string token,
+                     std::shared_ptr<grpc::ChannelCredentials> credentials)
     : address_(address),
       token_(std::move(token)),
       stub_(v1::JobService::NewStub(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {}
+          grpc::CreateChannel(address, credentials != nullptr ? credentials
+                                                              : grpc::InsecureChannelCredentials()))) {}
 
 std::unique_ptr<grpc::ClientContext> JobClient::NewContext(bool deadline) const {
   auto context = std::make_unique<grpc::ClientContext>();

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include <grpcpp/security/credentials.h>
+
 #include "ptq/v1/job_service.grpc.pb.h"
 
 namespace ptq::client {
@@ -18,7 +20,9 @@ class JobClient {
  public:
   // `address` is HOST:PORT of a coordinator. Connects lazily: errors show on the first call.
   // `token`: sent as `authorization: Bearer TOKEN` when not empty.
-  explicit JobClient(const std::string& address, std::string token = "");
+  // `credentials`: transport security (nullptr: plaintext).
+  explicit JobClient(const std::string& address, std::string token = "",
+                     std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
   absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec);
   absl::StatusOr<v1::Job> Get(const std::string& job_id);

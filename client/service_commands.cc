@@ -82,6 +82,12 @@ std::string Absolute(const std::string& path) {
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<JobClient>> ServiceCommands::Client() const {
+  auto credentials = ChannelCredentialsFor(tls_);
+  if (!credentials.ok()) return credentials.status();
+  return std::make_unique<JobClient>(coordinator_, token_, *credentials);
+}
+
 ServiceCommands::ServiceCommands(CLI::App& app) {
   auto add_common = [this](CLI::App* command) {
     command->add_option("--coordinator", coordinator_, "coordinator address HOST:PORT")
@@ -90,6 +96,14 @@ ServiceCommands::ServiceCommands(CLI::App& app) {
     command->add_option("--token", token_, "bearer token for the coordinator")
         ->envname("PTQ_TOKEN");
     command->add_flag("--json", json_, "print JSON (one object per line)");
+    command->add_option("--tls-ca", tls_.ca_path, "PEM CA that signed the coordinator's certificate "
+                        "(default: the system's roots)")->envname("PTQ_TLS_CA");
+    command->add_option("--tls-cert", tls_.cert_path, "PEM client certificate (mutual TLS)")
+        ->envname("PTQ_TLS_CERT");
+    command->add_option("--tls-key", tls_.key_path, "PEM private key of --tls-cert")
+        ->envname("PTQ_TLS_KEY");
+    command->add_flag("--insecure", tls_.insecure, "plaintext gRPC (a coordinator run with --insecure)")
+        ->envname("PTQ_INSECURE");
   };
   submit_ = app.add_subcommand("submit", "queue a quantization job on a coordinator; prints its id");
   AddQuantizeFlags(submit_, &submit_flags_);
@@ -132,7 +146,9 @@ int ServiceCommands::Submit() {
   options.calib_path = Absolute(options.calib_path);
   options.eval_path = Absolute(options.eval_path);
   options.out_dir = Absolute(options.out_dir);
-  JobClient client(coordinator_, token_);
+  auto made = Client();
+  if (!made.ok()) return Fail(made.status());
+  JobClient& client = **made;
   auto job = client.Submit(worker::SpecFromQuantizeOptions(options));
   if (!job.ok()) return Fail(job.status());
   if (json_) {
@@ -144,7 +160,9 @@ int ServiceCommands::Submit() {
 }
 
 int ServiceCommands::Watch() {
-  JobClient client(coordinator_, token_);
+  auto made = Client();
+  if (!made.ok()) return Fail(made.status());
+  JobClient& client = **made;
   const bool tty = !json_ && ::isatty(STDOUT_FILENO);
   bool progress_line_open = false;  // a tty line rewritten in place
   std::optional<v1::Job> final_job;
@@ -202,7 +220,9 @@ int ServiceCommands::Watch() {
 }
 
 int ServiceCommands::Status() {
-  JobClient client(coordinator_, token_);
+  auto made = Client();
+  if (!made.ok()) return Fail(made.status());
+  JobClient& client = **made;
   auto job = client.Get(job_id_);
   if (!job.ok()) return Fail(job.status());
   if (json_) {
@@ -223,7 +243,9 @@ int ServiceCommands::Status() {
 }
 
 int ServiceCommands::List() {
-  JobClient client(coordinator_, token_);
+  auto made = Client();
+  if (!made.ok()) return Fail(made.status());
+  JobClient& client = **made;
   auto jobs = client.List();
   if (!jobs.ok()) return Fail(jobs.status());
   if (json_) {
@@ -242,7 +264,9 @@ int ServiceCommands::List() {
 }
 
 int ServiceCommands::Cancel() {
-  JobClient client(coordinator_, token_);
+  auto made = Client();
+  if (!made.ok()) return Fail(made.status());
+  JobClient& client = **made;
   auto job = client.Cancel(job_id_);
   if (!job.ok()) return Fail(job.status());
   if (json_) {
@@ -257,7 +281,9 @@ int ServiceCommands::Cancel() {
 }
 
 int ServiceCommands::Logs() {
-  JobClient client(coordinator_, token_);
+  auto made = Client();
+  if (!made.ok()) return Fail(made.status());
+  JobClient& client = **made;
   absl::Status status = client.Logs(job_id_, follow_, [&](const v1::LogLine& line) {
     if (json_) {
       std::cout << Json(line) << std::endl;

@@ -6,12 +6,16 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "client/quantize_flags.h"
+#include "common/tls_credentials.h"
 
 namespace ptq::client {
+
+class JobClient;
 
 class ServiceCommands {
  public:
@@ -31,9 +35,12 @@ class ServiceCommands {
   int List();
   int Cancel();
   int Logs();
+  // A client for --coordinator with the token and transport security flags.
+  absl::StatusOr<std::unique_ptr<JobClient>> Client() const;
 
   std::string coordinator_ = "127.0.0.1:50051";
   std::string token_;
+  TlsOptions tls_;
   bool json_ = false;
   std::string job_id_;
   bool follow_ = false;

@@ -11,6 +11,7 @@ packages=(
   libmicrohttpd-dev                          # /metrics endpoint (prometheus-cpp is not in Debian 12)
   python3 python3-yaml                       # test scripts; offline checks of deploy/
   sentencepiece                              # spm_encode, for models with a tokenizer.model
+  openssl iproute2                           # TLS certificates (tls_test, docs); ip netns (netns test)
 )
 missing=()
 for p in "${packages[@]}"; do

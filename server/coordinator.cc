@@ -50,14 +50,18 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
   c->service_ = std::make_unique<JobServiceImpl>(*c->scheduler_, options.allowed_roots,
                                                  c->tokens_.get());
   if (c->workers_ != nullptr) {
-    c->worker_service_ = std::make_unique<WorkerServiceImpl>(*c->workers_, c->tokens_.get());
+    c->worker_service_ = std::make_unique<WorkerServiceImpl>(
+        *c->workers_, c->tokens_.get(),
+        /*require_client_certificate=*/!options.tls.insecure && !options.tls.ca_path.empty());
   }
 
   // Both are process-wide switches that apply to servers built afterwards.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &c->port_);
+  auto credentials = ServerCredentialsFor(options.tls);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(options.listen_address, *credentials, &c->port_);
   builder.RegisterService(c->service_.get());
   if (c->worker_service_ != nullptr) builder.RegisterService(c->worker_service_.get());
   c->server_ = builder.BuildAndStart();

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/metrics.h"
+#include "common/tls_credentials.h"
 
 namespace grpc {
 class Server;
@@ -41,6 +42,10 @@ struct CoordinatorOptions {
   // `ptq-worker`s, which register through WorkerService (server/remote_executor.h).
   int workers = 0;
   std::chrono::milliseconds worker_lease{std::chrono::seconds(5)};
+  // Transport security (common/tls_credentials.h). Plaintext by default for embedding and tests; the
+  // ptq-coordinator binary makes its users choose TLS or --insecure. With tls.ca_path, workers must
+  // present a client certificate signed by that CA (mutual TLS).
+  TlsOptions tls{.insecure = true};
 };
 
 class Coordinator {

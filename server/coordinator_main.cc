@@ -56,6 +56,12 @@ int main(int argc, char** argv) {
                  "run jobs on groups of N remote ptq-workers (default 0: in this process)");
   app.add_option("--worker-lease-ms", lease_ms, "a worker silent this long is lost")
       ->capture_default_str();
+  options.tls.insecure = false;  // the binary's users choose: TLS, or --insecure
+  app.add_option("--tls-cert", options.tls.cert_path, "PEM server certificate (chain) for TLS");
+  app.add_option("--tls-key", options.tls.key_path, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", options.tls.ca_path,
+                 "PEM CA: workers must present a client certificate it signed (mutual TLS)");
+  app.add_flag("--insecure", options.tls.insecure, "serve plaintext gRPC (no TLS)");
   app.add_option("--metrics", metrics_address, "serve Prometheus metrics at http://HOST:PORT/metrics");
   app.add_option("--threads", threads, "CPU threads for tensor work (default: all cores)");
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();

@@ -17,6 +17,12 @@ std::chrono::milliseconds CappedWait(int64_t wait_ms) {
 }  // namespace
 
 grpc::Status WorkerServiceImpl::Authorize(const grpc::ServerContext& context) const {
+  if (require_client_certificate_ &&
+      (context.auth_context() == nullptr || !context.auth_context()->IsPeerAuthenticated())) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "workers must present a TLS client certificate signed by the coordinator's "
+                        "client CA (ptq-worker --tls-cert/--tls-key)");
+  }
   if (tokens_ == nullptr) return grpc::Status::OK;
   auto role = CallerRole(*tokens_, context);
   if (!role.ok()) return ToGrpcStatus(role.status());

@@ -11,8 +11,11 @@ namespace ptq::server {
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
   // REQUIRES: `registry` and `tokens` (nullptr: no token required) outlive the service.
-  WorkerServiceImpl(WorkerRegistry& registry, const AccessTokens* tokens)
-      : registry_(registry), tokens_(tokens) {}
+  // `require_client_certificate`: refuse callers without a verified TLS client certificate (the
+  // coordinator runs mutual TLS for its workers).
+  WorkerServiceImpl(WorkerRegistry& registry, const AccessTokens* tokens,
+                    bool require_client_certificate = false)
+      : registry_(registry), tokens_(tokens), require_client_certificate_(require_client_certificate) {}
 
   grpc::Status Register(grpc::ServerContext* context, const v1::RegisterWorkerRequest* request,
                         v1::RegisterWorkerResponse* response) override;
@@ -34,6 +37,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 
   WorkerRegistry& registry_;
   const AccessTokens* tokens_;
+  const bool require_client_certificate_;
 };
 
 }  // namespace ptq::server

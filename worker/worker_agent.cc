@@ -32,11 +32,11 @@ absl::Status FromGrpc(const grpc::Status& s) {
 
 class Agent {
  public:
-  Agent(const WorkerAgentOptions& options, const std::atomic<bool>& stop)
+  Agent(const WorkerAgentOptions& options, const std::atomic<bool>& stop,
+        std::shared_ptr<grpc::ChannelCredentials> credentials)
       : options_(options),
         stop_(stop),
-        stub_(v1::WorkerService::NewStub(
-            grpc::CreateChannel(options.coordinator, grpc::InsecureChannelCredentials()))) {}
+        stub_(v1::WorkerService::NewStub(grpc::CreateChannel(options.coordinator, credentials))) {}
 
   absl::Status Run() {
     while (!stop_.load()) {
@@ -271,7 +271,9 @@ absl::Status RunWorkerAgent(const WorkerAgentOptions& options, const std::atomic
     return absl::UnimplementedError(absl::StrCat(
         "--device ", options.device, ": this worker quantizes on the CPU only (CUDA workers: issue 8)"));
   }
-  Agent agent(options, stop);
+  auto credentials = ChannelCredentialsFor(options.tls);
+  if (!credentials.ok()) return credentials.status();
+  Agent agent(options, stop, *credentials);
   return agent.Run();
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/tls_credentials.h"
 
 namespace ptq::worker {
 
@@ -20,6 +21,9 @@ struct WorkerAgentOptions {
   std::string device = "cpu";
   std::string token;               // bearer token with role worker (empty: none)
   std::chrono::milliseconds collective_timeout{std::chrono::minutes(10)};
+  // How to reach the coordinator: TLS verifying it against tls.ca_path (empty: system roots),
+  // presenting tls.cert_path/key_path for mutual TLS; or plaintext with tls.insecure.
+  TlsOptions tls;
 };
 
 // Serves assignments until `stop` is set. Returns an error when the coordinator refuses the worker

@@ -43,6 +43,14 @@ int main(int argc, char** argv) {
   app.add_option("--device", options.device, "cpu (cuda:N needs a CUDA build, issue 8)")
       ->capture_default_str();
   app.add_option("--token", options.token, "bearer token with role worker (default: $PTQ_TOKEN)");
+  app.add_option("--tls-ca", options.tls.ca_path, "PEM CA that signed the coordinator's certificate")
+      ->envname("PTQ_TLS_CA");
+  app.add_option("--tls-cert", options.tls.cert_path, "PEM client certificate (mutual TLS)")
+      ->envname("PTQ_TLS_CERT");
+  app.add_option("--tls-key", options.tls.key_path, "PEM private key of --tls-cert")
+      ->envname("PTQ_TLS_KEY");
+  app.add_flag("--insecure", options.tls.insecure, "plaintext gRPC to the coordinator (no TLS)")
+      ->envname("PTQ_INSECURE");
   app.add_option("--metrics", metrics_address, "serve Prometheus metrics at http://HOST:PORT/metrics");
   app.add_option("--threads", threads, "CPU threads for tensor work (default: all cores)");
   app.add_option("--collective-timeout", collective_timeout_s,

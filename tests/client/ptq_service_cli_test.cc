@@ -39,7 +39,7 @@ class PtqServiceCliTest : public ::testing::Test {
     auto c = ptq::server::Coordinator::Start(options, registry_);
     ASSERT_TRUE(c.ok()) << c.status();
     coordinator_ = *std::move(c);
-    flag_ = " --coordinator 127.0.0.1:" + std::to_string(coordinator_->port());
+    flag_ = " --insecure --coordinator 127.0.0.1:" + std::to_string(coordinator_->port());
   }
 
   std::string SubmitArgs(const std::string& out, const std::string& extra) {
@@ -119,7 +119,7 @@ TEST_F(PtqServiceCliTest, ErrorsAreOneReadableLine) {
     EXPECT_EQ(r.exit_code, 1) << args;
     EXPECT_EQ(r.out, expected) << args;
   }
-  CliRun unreachable = RunPtq("list --coordinator 127.0.0.1:1", true);
+  CliRun unreachable = RunPtq("list --insecure --coordinator 127.0.0.1:1", true);
   EXPECT_EQ(unreachable.exit_code, 1);
   EXPECT_EQ(unreachable.out.rfind("ptq: error: coordinator 127.0.0.1:1: ", 0), 0u) << unreachable.out;
   EXPECT_EQ(unreachable.out.find('\n'), unreachable.out.size() - 1) << unreachable.out;

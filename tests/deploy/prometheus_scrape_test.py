@@ -154,16 +154,16 @@ def check_coordinator(coordinator, worker, ptq, model, data, tmp, env, port, met
                       worker_metrics_port, prom_port, blocks, errors):
     coord = subprocess.Popen([coordinator, "--listen", f"127.0.0.1:{port}", "--store",
                               f"{tmp}/jobs.db", "--metrics", f"127.0.0.1:{metrics_port}",
-                              "--workers", "1", "--worker-lease-ms", "1500"],
+                              "--workers", "1", "--worker-lease-ms", "1500", "--insecure"],
                              env=env, stdout=subprocess.DEVNULL,
                              stderr=open(os.path.join(tmp, "coordinator.log"), "w"))
-    work = subprocess.Popen([worker, "--coordinator", f"127.0.0.1:{port}", "--metrics",
+    work = subprocess.Popen([worker, "--insecure", "--coordinator", f"127.0.0.1:{port}", "--metrics",
                              f"127.0.0.1:{worker_metrics_port}"], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(tmp, "worker.log"), "w"))
     try:
         time.sleep(1)
         submit = subprocess.run(
-            [ptq, "submit", "--coordinator", f"127.0.0.1:{port}", "--model", model, "--calib",
+            [ptq, "submit", "--insecure", "--coordinator", f"127.0.0.1:{port}", "--model", model, "--calib",
              f"{data}/calib.txt", "--samples", "128", "--seq-len", "256", "--bits", "4",
              "--group-size", "64", "--out", f"{tmp}/served"],
             env=env, capture_output=True, text=True, timeout=60)
@@ -171,7 +171,7 @@ def check_coordinator(coordinator, worker, ptq, model, data, tmp, env, port, met
             errors.append(f"ptq submit failed: {submit.stderr[-500:]}")
             return "coordinator: submit failed"
         job_id = submit.stdout.strip()
-        watch = subprocess.run([ptq, "watch", job_id, "--coordinator", f"127.0.0.1:{port}"],
+        watch = subprocess.run([ptq, "watch", "--insecure", job_id, "--coordinator", f"127.0.0.1:{port}"],
                                env=env, capture_output=True, text=True, timeout=600)
         if watch.returncode != 0:
             errors.append(f"ptq watch ended with {watch.returncode}: {watch.stdout[-500:]}")

@@ -51,7 +51,7 @@ class CoordinatorProcess {
       (void)out;
       const std::string binary = std::string(PTQ_BINARY_DIR) + "/ptq-coordinator";
       ::execl(binary.c_str(), binary.c_str(), "--listen", address.c_str(), "--store", store.c_str(),
-              "--threads", "2", static_cast<char*>(nullptr));
+              "--threads", "2", "--insecure", static_cast<char*>(nullptr));
       ::_exit(127);
     }
   }
