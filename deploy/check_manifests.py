@@ -215,6 +215,8 @@ def check_overlay(overlay, kubectl):
         group = int(cargs[cargs.index("--workers") + 1]) if "--workers" in cargs else 0
         if group != get(workers[0], "spec.replicas"):
             fail(f"{overlay}: coordinator --workers {group} but {get(workers[0], 'spec.replicas')} worker replicas")
+        if not ({"--tls-cert", "--tls-key"} <= set(cargs)):
+            fail(f"{overlay}: the coordinator serves without TLS (--tls-cert/--tls-key)")
         wcontainer = get(workers[0], "spec.template.spec.containers")[0]
         wargs = wcontainer.get("args", [])
         pod_ip = [e for e in wcontainer.get("env", []) if e.get("name") == "POD_IP"
