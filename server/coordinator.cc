@@ -48,7 +48,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
     c->tokens_ = std::make_unique<AccessTokens>(*std::move(tokens));
   }
   c->service_ = std::make_unique<JobServiceImpl>(*c->scheduler_, options.allowed_roots,
-                                                 c->tokens_.get());
+                                                 c->tokens_.get(), options.max_queued_per_client);
   if (c->workers_ != nullptr) {
     c->worker_service_ = std::make_unique<WorkerServiceImpl>(
         *c->workers_, c->tokens_.get(),
@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
   auto credentials = ServerCredentialsFor(options.tls);
   if (!credentials.ok()) return credentials.status();
   builder.AddListeningPort(options.listen_address, *credentials, &c->port_);
+  builder.SetMaxReceiveMessageSize(options.max_request_bytes);
   builder.RegisterService(c->service_.get());
   if (c->worker_service_ != nullptr) builder.RegisterService(c->worker_service_.get());
   c->server_ = builder.BuildAndStart();

@@ -38,6 +38,10 @@ struct CoordinatorOptions {
   std::vector<std::string> allowed_roots;
   // Token file (common/access_tokens.h); empty: the API needs no token.
   std::string tokens_path;
+  // Queued jobs one client may have (0: no limit); RESOURCE_EXHAUSTED beyond.
+  int max_queued_per_client = 16;
+  // Largest request the server accepts (a JobSpec is a few hundred bytes).
+  int max_request_bytes = 1 << 20;
   // 0: jobs run in this process (the embedded worker). N > 0: jobs run on groups of N remote
   // `ptq-worker`s, which register through WorkerService (server/remote_executor.h).
   int workers = 0;

@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-client-ca", options.tls.ca_path,
                  "PEM CA: workers must present a client certificate it signed (mutual TLS)");
   app.add_flag("--insecure", options.tls.insecure, "serve plaintext gRPC (no TLS)");
+  app.add_option("--max-queued-per-client", options.max_queued_per_client,
+                 "queued jobs one client (token or address) may have; 0: no limit")
+      ->capture_default_str();
   app.add_option("--metrics", metrics_address, "serve Prometheus metrics at http://HOST:PORT/metrics");
   app.add_option("--threads", threads, "CPU threads for tensor work (default: all cores)");
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();

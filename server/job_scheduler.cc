@@ -81,19 +81,33 @@ std::string JobScheduler::NewId() {
   return absl::StrFormat("job-%012x", random_() & 0xffffffffffffULL);
 }
 
-absl::StatusOr<v1::Job> JobScheduler::Submit(const v1::JobSpec& spec) {
+absl::StatusOr<v1::Job> JobScheduler::Submit(const v1::JobSpec& spec, const std::string& owner,
+                                             int max_queued_per_owner) {
   if (auto s = executor_.Validate(spec); !s.ok()) return s;  // outside the lock: reads files
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_.load()) return absl::UnavailableError("coordinator is shutting down");
+  if (max_queued_per_owner > 0) {
+    int queued = 0;
+    for (const std::string& id : queue_) {
+      auto it = owner_of_.find(id);
+      if (it != owner_of_.end() && it->second == owner) ++queued;
+    }
+    if (queued >= max_queued_per_owner) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          queued, " of your jobs are already queued (the limit per client); wait or cancel one"));
+    }
+  }
   v1::Job job;
   job.set_id(NewId());
   job.set_state(v1::JOB_STATE_QUEUED);
   *job.mutable_spec() = spec;
+  job.set_owner(owner);
   job.set_create_time_ms(NowMs());
   if (auto s = store_.Insert(job); !s.ok()) return s;
   Log(job.id(), absl::StrCat("queued: ", spec.method().empty() ? "gptq" : spec.method(), " of ",
                              spec.model_path(), " to ", spec.output_path()));
   queue_.push_back(job.id());
+  owner_of_[job.id()] = owner;
   UpdateGauge();
   queue_ready_.notify_all();
   return job;
@@ -134,6 +148,7 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& id) {
   switch (job->state()) {
     case v1::JOB_STATE_QUEUED: {
       std::erase(queue_, id);
+      owner_of_.erase(id);
       job->set_state(v1::JOB_STATE_CANCELLED);
       job->set_error("cancelled before it started");
       job->set_end_time_ms(NowMs());
@@ -204,6 +219,7 @@ void JobScheduler::RunLoop() {
       if (stopping_.load()) return;
       const std::string id = queue_.front();
       queue_.pop_front();
+      owner_of_.erase(id);
       auto stored = store_.Get(id);
       if (!stored.ok()) {
         spdlog::error("job {} vanished from the queue: {}", id, stored.status().ToString());

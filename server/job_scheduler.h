@@ -16,6 +16,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,7 +53,10 @@ class JobScheduler {
   void Stop();
 
   // InvalidArgument (one readable line) for a spec the executor refuses.
-  absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec);
+  // `owner` identifies the submitter; with `max_queued_per_owner` > 0, RESOURCE_EXHAUSTED when that
+  // many of its jobs are already queued.
+  absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec, const std::string& owner = "",
+                                 int max_queued_per_owner = 0);
   // NotFound for an unknown id.
   absl::StatusOr<v1::Job> Get(const std::string& id);
   // Oldest first.
@@ -92,6 +96,9 @@ class JobScheduler {
   std::mutex mu_;
   std::condition_variable queue_ready_;
   std::deque<std::string> queue_;          // ids of QUEUED jobs, FIFO
+  // Submitters of jobs queued since this start (per-client limits; not kept in the store, so jobs
+  // recovered at Start count for nobody).
+  std::map<std::string, std::string> owner_of_;
   std::optional<v1::Job> running_;         // the running job, with live progress
   std::atomic<bool> cancel_{false};        // the running job's cancel flag
   bool cancel_requested_ = false;          // by a user (not by Stop)

@@ -3,6 +3,9 @@
 #include "common/path_confinement.h"
 
 #include <chrono>
+#include <functional>
+
+#include "absl/strings/str_format.h"
 #include <thread>
 
 
@@ -11,6 +14,21 @@ namespace {
 
 // How often a streaming call looks at its client and at shutdown while it waits.
 constexpr std::chrono::milliseconds kPollInterval(200);
+
+// Who is calling, for per-client limits: the token (hashed, never stored) when there are tokens,
+// else the peer's address without its port.
+std::string ClientIdentity(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    return absl::StrFormat("token %016x",
+                           std::hash<std::string>{}(std::string(it->second.data(), it->second.size())));
+  }
+  std::string peer = context.peer();  // "ipv4:10.0.0.5:43210", "ipv6:[::1]:43210", "unix:..."
+  if (auto colon = peer.rfind(':'); colon != std::string::npos && colon > peer.find(':')) {
+    peer.resize(colon);
+  }
+  return "peer " + peer;
+}
 
 absl::Status RequireJobId(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("job_id is required");
@@ -63,7 +81,7 @@ grpc::Status JobServiceImpl::Submit(grpc::ServerContext* context, const v1::Subm
     if (path.empty() && std::string(what) == "evaluation text") continue;
     if (auto s = CheckPathUnderRoots(path, allowed_roots_, what); !s.ok()) return ToGrpcStatus(s);
   }
-  auto job = scheduler_.Submit(request->spec());
+  auto job = scheduler_.Submit(request->spec(), ClientIdentity(*context), max_queued_per_client_);
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;

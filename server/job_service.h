@@ -24,9 +24,14 @@ class JobServiceImpl final : public v1::JobService::Service {
   // `allowed_roots`: where jobs may read and write (empty: anywhere; see common/path_confinement.h).
   // `tokens`: bearer tokens every call must carry (nullptr: none required). REQUIRES: outlives the
   // service.
+  // `max_queued_per_client`: queued jobs one client (token, or peer address without tokens) may have
+  // (0: no limit).
   explicit JobServiceImpl(JobScheduler& scheduler, std::vector<std::string> allowed_roots = {},
-                          const AccessTokens* tokens = nullptr)
-      : scheduler_(scheduler), allowed_roots_(std::move(allowed_roots)), tokens_(tokens) {}
+                          const AccessTokens* tokens = nullptr, int max_queued_per_client = 0)
+      : scheduler_(scheduler),
+        allowed_roots_(std::move(allowed_roots)),
+        tokens_(tokens),
+        max_queued_per_client_(max_queued_per_client) {}
 
   grpc::Status Submit(grpc::ServerContext* context, const v1::SubmitRequest* request,
                       v1::Job* response) override;
@@ -48,6 +53,7 @@ class JobServiceImpl final : public v1::JobService::Service {
   JobScheduler& scheduler_;
   const std::vector<std::string> allowed_roots_;
   const AccessTokens* tokens_;
+  const int max_queued_per_client_;
 };
 
 }  // namespace ptq::server

@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace ptq::worker {
 namespace fs = std::filesystem;
@@ -47,6 +48,18 @@ absl::StatusOr<OutputFolder> OutputFolder::Prepare(const std::string& final_dir,
         absl::StrCat("cannot create ", staging.string(), ": ", ec.message()));
   }
   return OutputFolder(final_path.string(), staging.string());
+}
+
+absl::Status OutputFolder::CheckFreeSpace(uint64_t bytes) const {
+  std::error_code ec;
+  const fs::space_info space = fs::space(staging_dir_, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot stat ", staging_dir_, ": ", ec.message()));
+  if (space.available < bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "not enough free disk for the checkpoint under %s: it needs about %.2f GiB, %.2f GiB are "
+        "free", final_dir_, bytes / 1073741824.0, space.available / 1073741824.0));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status OutputFolder::Commit() {

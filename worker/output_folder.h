@@ -2,6 +2,7 @@
 // sibling ".partial" folder and renames it into place only when complete.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -16,6 +17,9 @@ class OutputFolder {
   // Where files are written until Commit.
   const std::string& staging_dir() const { return staging_dir_; }
   const std::string& final_dir() const { return final_dir_; }
+  // ResourceExhausted, naming the folder and both sizes, when its file system has less than `bytes`
+  // free for unprivileged users.
+  absl::Status CheckFreeSpace(uint64_t bytes) const;
   // fsyncs the staging folder and renames it over the final name (an existing one is replaced only
   // when forced, and only now, after the new model is complete).
   absl::Status Commit();

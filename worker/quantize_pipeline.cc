@@ -18,6 +18,7 @@
 #include "worker/attention_statistics.h"
 #include "worker/collective.h"
 #include "worker/calibration.h"
+#include "worker/checkpoint_size.h"
 #include "worker/dequantized_checkpoint.h"
 #include "worker/gptq_checkpoint_writer.h"
 #include "worker/hessian_accumulator.h"
@@ -327,6 +328,13 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   if (leader) {
     PTQ_ASSIGN_OR_RETURN(OutputFolder prepared, OutputFolder::Prepare(o.out_dir, o.force));
     output.emplace(std::move(prepared));
+    PTQ_ASSIGN_OR_RETURN(const uint64_t needed,
+                         EstimateCheckpointBytes(o.model_dir, *files, config, o.gptq.grid.bits,
+                                                 o.gptq.group_size, o.format == "dequantized"));
+    if (absl::Status space = output->CheckFreeSpace(needed); !space.ok()) {
+      RemoveStaging(o.out_dir);
+      return space;
+    }
     report.out_dir = output->final_dir();
   }
   PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));

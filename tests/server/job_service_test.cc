@@ -397,6 +397,52 @@ TEST(TokenJobServiceTest, CallsNeedAValidTokenOfTheRightRole) {
   (*c)->Shutdown();
 }
 
+TEST_F(JobServiceTest, OneClientMayQueueOnlySoManyJobsAndRequestsAreBounded) {
+  // The default limit (CoordinatorOptions::max_queued_per_client) is 16: the first job runs, 16 queue,
+  // the next is refused; cancelling one makes room again.
+  worker::QuantizeOptions options = TinyOptions(TempPath("limited"));
+  options.samples = 64;
+  std::vector<std::string> ids;
+  grpc::Status refused;
+  for (int i = 0; i < 19 && refused.ok(); ++i) {
+    grpc::ClientContext context;
+    v1::SubmitRequest request;
+    options.out_dir = TempPath("limited-" + std::to_string(i));
+    *request.mutable_spec() = worker::SpecFromQuantizeOptions(options);
+    v1::Job job;
+    refused = stub_->Submit(&context, request, &job);
+    if (refused.ok()) ids.push_back(job.id());
+  }
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_EQ(ids.size(), 17u);  // 1 running (or about to) + 16 queued
+  auto cancel = [&](const std::string& id) {
+    grpc::ClientContext context;
+    v1::CancelJobRequest request;
+    request.set_job_id(id);
+    v1::Job job;
+    return stub_->Cancel(&context, request, &job);
+  };
+  EXPECT_TRUE(cancel(ids.back()).ok());
+  {
+    grpc::ClientContext context;
+    v1::SubmitRequest request;
+    *request.mutable_spec() = worker::SpecFromQuantizeOptions(options);
+    v1::Job job;
+    grpc::Status again = stub_->Submit(&context, request, &job);
+    EXPECT_TRUE(again.ok()) << again.error_message();
+    if (again.ok()) ids.push_back(job.id());
+  }
+  for (const std::string& id : ids) cancel(id);
+
+  // A request over the size limit never reaches the service.
+  grpc::ClientContext context;
+  v1::SubmitRequest request;
+  *request.mutable_spec() = worker::SpecFromQuantizeOptions(options);
+  request.mutable_spec()->set_model_path(std::string(2 << 20, 'x'));
+  v1::Job job;
+  EXPECT_EQ(stub_->Submit(&context, request, &job).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
 TEST_F(JobServiceTest, UnknownJobIsNotFound) {
   grpc::ClientContext get_context;
   v1::GetJobRequest get;
