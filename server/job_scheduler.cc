@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/metric_names.h"
+#include "worker/block_store.h"
 
 namespace ptq::server {
 namespace {
@@ -287,7 +288,7 @@ void JobScheduler::RunJob(v1::Job job) {
     // Interrupted by Stop: back to QUEUED so the next coordinator runs it again.
     done.set_state(v1::JOB_STATE_QUEUED);
     done.set_start_time_ms(0);
-    Log(id, "interrupted by coordinator shutdown; will restart from scratch on the next start");
+    Log(id, "interrupted by coordinator shutdown; will resume from its last finished block on the next start");
     SaveAndPublish(done);
     return;
   }
@@ -297,10 +298,12 @@ void JobScheduler::RunJob(v1::Job job) {
     *done.mutable_result() = *std::move(result);
     Log(id, absl::StrCat("succeeded: checkpoint ", done.result().checkpoint_path()));
   } else if (result.status().code() == absl::StatusCode::kCancelled && cancel_requested_) {
+    worker::RemoveBlockStore(done.spec().output_path());  // nothing to resume
     done.set_state(v1::JOB_STATE_CANCELLED);
     done.set_error(std::string(result.status().message()));
     Log(id, absl::StrCat("cancelled: ", result.status().message()));
   } else {
+    worker::RemoveBlockStore(done.spec().output_path());
     done.set_state(v1::JOB_STATE_FAILED);
     done.set_error(std::string(result.status().message()));
     Log(id, absl::StrCat("failed: ", result.status().message()));

@@ -6,9 +6,9 @@
 // States: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, or QUEUED -> CANCELLED.
 //
 // Recovery: Start re-queues jobs the store holds as RUNNING (the previous coordinator was killed
-// or stopped mid-job), ahead of the jobs that were still queued. They restart from scratch: the
-// pipeline cannot yet resume from the last finished block (the store keeps it for that later
-// work).
+// or stopped mid-job), ahead of the jobs that were still queued. Their run resumes from the last
+// finished block, which the pipeline keeps next to the output (worker/block_store.h); a job that
+// ends cancelled or failed has that folder removed.
 //
 // Thread safety: every public method may be called from any thread.
 #pragma once

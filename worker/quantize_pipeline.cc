@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <numeric>
 #include <map>
 #include <optional>
@@ -12,11 +15,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/model_files.h"
+#include "common/model_fingerprint.h"
 #include "common/status_macros.h"
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "worker/attention_statistics.h"
 #include "worker/collective.h"
+#include "worker/block_store.h"
 #include "worker/calibration.h"
 #include "worker/checkpoint_size.h"
 #include "worker/dequantized_checkpoint.h"
@@ -213,6 +218,25 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
           {"partial_groups", o.partial_groups}};
 }
 
+// What identifies a job's finished blocks: every option that changes them, the model and the
+// calibration text (by size and a hash of its first megabyte).
+absl::StatusOr<std::string> JobKey(const QuantizeOptions& o) {
+  PTQ_ASSIGN_OR_RETURN(std::string model, ModelFingerprint(o.model_dir));
+  std::string calib;
+  {
+    std::ifstream in(o.calib_path, std::ios::binary);
+    calib.resize(1 << 20);
+    in.read(calib.data(), static_cast<std::streamsize>(calib.size()));
+    calib.resize(static_cast<size_t>(in.gcount()));
+  }
+  std::error_code ec;
+  const uint64_t calib_size = std::filesystem::file_size(o.calib_path, ec);
+  const std::string text = absl::StrCat(OptionsJson(o).dump(), "|batch ", o.batch_windows, "|model ",
+                                        model, "|calib ", calib_size, " ",
+                                        std::hash<std::string>{}(calib));
+  return absl::StrFormat("%016x", std::hash<std::string>{}(text));
+}
+
 absl::StatusOr<double> Perplexity(const std::string& model_dir, const QuantizeOptions& o,
                                   const std::string& label) {
   PTQ_ASSIGN_OR_RETURN(auto model, LlamaModel::Open(model_dir));
@@ -395,15 +419,82 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   // The full-precision stream X_f, only for the residual correction.
   at::Tensor hidden_fp;
   if (alpha > 0) hidden_fp = hidden.clone();
+  // Finished blocks of an earlier run of this same job (worker/block_store.h): skipped below.
+  std::optional<BlockStore> store;
+  if (o.keep_blocks) {
+    PTQ_ASSIGN_OR_RETURN(std::string key, JobKey(o));
+    PTQ_ASSIGN_OR_RETURN(BlockStore opened, BlockStore::Open(BlockStoreDir(o.out_dir), key));
+    store.emplace(std::move(opened));
+    report.resumed_blocks = std::min<int64_t>(store->BlocksDone(), config.num_hidden_layers);
+    if (report.resumed_blocks > 0) {
+      spdlog::info("resuming: {} of {} blocks were finished by an earlier run ({})",
+                   report.resumed_blocks, config.num_hidden_layers, store->dir());
+    }
+  }
   Progress progress("quantize", config.num_hidden_layers * 7);
   PipelineMetrics pipeline_metrics;
   std::set<std::string> quantized_names;
+  std::vector<StoredLayer> block_layers;  // the current block's, for the block store
+  // Everything that follows a layer's quantization (or its reload from the block store).
+  auto layer_done = [&](int64_t layer, LinearKind kind, BlockWeights& w, const QuantizedLinear& q,
+                        const LayerReport& lr, bool has_loss) -> absl::Status {
+    const std::string& name = lr.name;
+    report.layers.push_back(lr);
+    pipeline_metrics.Layer(layer, LinearName(kind), lr);
+    if (sink) PTQ_RETURN_IF_ERROR(sink->AddQuantized(name, q));
+    quantized_names.insert(name);
+    w.Linear(kind) = q.weight;
+    if (store && leader) {
+      block_layers.push_back({name, q, lr.loss, lr.relative_loss, lr.rtn_loss, lr.rtn_relative_loss,
+                              lr.seconds});
+    }
+    progress.Advance(1, has_loss ? absl::StrFormat("block %d/%d %s rel. loss %.3g", layer + 1,
+                                                   config.num_hidden_layers, LinearName(kind),
+                                                   lr.relative_loss)
+                                 : absl::StrFormat("block %d/%d %s", layer + 1,
+                                                   config.num_hidden_layers, LinearName(kind)));
+    if (hooks.on_layer) {
+      LayerProgress p;
+      p.block = layer;
+      p.num_blocks = config.num_hidden_layers;
+      p.layers_done = static_cast<int64_t>(report.layers.size());
+      p.layers_total = config.num_hidden_layers * 7;
+      p.elapsed_seconds = Since(job_start);
+      p.eta_seconds = p.elapsed_seconds * static_cast<double>(p.layers_total - p.layers_done) /
+                      static_cast<double>(p.layers_done);
+      p.layer = &report.layers.back();
+      hooks.on_layer(p);
+    }
+    return absl::OkStatus();
+  };
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     const auto block_start = Clock::now();
     PTQ_ASSIGN_OR_RETURN(BlockWeights w, model.Block(layer));
     // The quantizers return new tensors, so this shallow copy keeps the full-precision weights.
     const BlockWeights w_fp = w;
+    block_layers.clear();
+    if (layer < report.resumed_blocks) {
+      // Saved by an earlier run of this job: reload the layers, then only the forward below.
+      PTQ_ASSIGN_OR_RETURN(std::vector<StoredLayer> stored, store->Load(layer));
+      for (StoredLayer& l : stored) {
+        std::optional<LinearKind> kind;
+        for (LinearKind k : kAllLinears) {
+          if (LinearWeightName(layer, k) == l.name) kind = k;
+        }
+        if (!kind) return absl::DataLossError(absl::StrCat(store->dir(), ": unknown layer ", l.name));
+        LayerReport lr;
+        lr.name = l.name;
+        lr.loss = l.report_loss;
+        lr.relative_loss = l.report_relative_loss;
+        lr.rtn_loss = l.report_rtn_loss;
+        lr.rtn_relative_loss = l.report_rtn_relative_loss;
+        lr.seconds = l.report_seconds;
+        PTQ_RETURN_IF_ERROR(layer_done(layer, *kind, w, l.q, lr, o.method != "rtn"));
+      }
+      block_layers.clear();
+    }
     for (LinearSlot slot : kSlotOrder) {
+      if (layer < report.resumed_blocks) break;
       if (hooks.cancel != nullptr && hooks.cancel->load()) {
         return absl::CancelledError(absl::StrCat("cancelled in block ", layer + 1, " of ",
                                                  config.num_hidden_layers));
@@ -486,31 +577,10 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
           lr.rtn_loss = quantized.rtn_loss;
           lr.rtn_relative_loss = quantized.base > 0 ? quantized.rtn_loss / quantized.base : 0;
         }
-        report.layers.push_back(lr);
-        pipeline_metrics.Layer(layer, LinearName(kind), lr);
-        if (sink) PTQ_RETURN_IF_ERROR(sink->AddQuantized(name, q));
-        quantized_names.insert(name);
-        w.Linear(kind) = q.weight;
-        progress.Advance(1, hessian.defined()
-                                ? absl::StrFormat("block %d/%d %s rel. loss %.3g", layer + 1,
-                                                  config.num_hidden_layers, LinearName(kind),
-                                                  lr.relative_loss)
-                                : absl::StrFormat("block %d/%d %s", layer + 1,
-                                                  config.num_hidden_layers, LinearName(kind)));
-        if (hooks.on_layer) {
-          LayerProgress p;
-          p.block = layer;
-          p.num_blocks = config.num_hidden_layers;
-          p.layers_done = static_cast<int64_t>(report.layers.size());
-          p.layers_total = config.num_hidden_layers * 7;
-          p.elapsed_seconds = Since(job_start);
-          p.eta_seconds = p.elapsed_seconds * static_cast<double>(p.layers_total - p.layers_done) /
-                          static_cast<double>(p.layers_done);
-          p.layer = &report.layers.back();
-          hooks.on_layer(p);
-        }
+        PTQ_RETURN_IF_ERROR(layer_done(layer, kind, w, q, lr, hessian.defined()));
       }
     }
+    if (store && leader) PTQ_RETURN_IF_ERROR(store->Save(layer, block_layers));
     auto t = Clock::now();
     ForwardAll(hidden, w, config, rope, o.batch_windows, nullptr, std::nullopt);
     if (alpha > 0) ForwardAll(hidden_fp, w_fp, config, rope, o.batch_windows, nullptr, std::nullopt);
@@ -532,6 +602,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   }
   PTQ_RETURN_IF_ERROR(sink->Finish());
   PTQ_RETURN_IF_ERROR(output->Commit());
+  if (store) RemoveBlockStore(o.out_dir);  // the checkpoint holds everything now
   report.write_seconds = Since(t_write);
   spdlog::info("wrote {}", output->final_dir());
 

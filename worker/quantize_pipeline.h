@@ -82,6 +82,9 @@ struct QuantizeOptions {
   // reference code does). vLLM's and ExLlama's kernels reject such checkpoints, so it is opt-in.
   bool partial_groups = false;
   int64_t batch_windows = 8;  // calibration windows per forward call
+  // Save each finished block next to the output (worker/block_store.h) and resume from them: a run
+  // of the same job after a crash, a kill or a lost worker redoes only the unfinished blocks.
+  bool keep_blocks = true;
 };
 
 struct LayerReport {
@@ -103,6 +106,7 @@ struct QuantizeReport {
   double collective_seconds = 0; // all-reducing statistics across the worker group
   uint64_t collective_bytes = 0; // bytes this rank handed to collectives
   int workers = 1;
+  int64_t resumed_blocks = 0;    // blocks reloaded from an earlier run of this job
   double eval_seconds = 0;
   double write_seconds = 0;
   std::vector<double> block_seconds;

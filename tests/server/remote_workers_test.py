@@ -5,10 +5,10 @@
 1. Groups of 1, 2 and 3 workers write, for GPTQ and TurboBoA, the checkpoint `ptq quantize` writes in
    one process, byte for byte. (The coordinator is restarted on the same store and port between group
    sizes; the running workers notice and register again.)
-2. A worker of the running group killed with SIGKILL during block 2: the job is re-run by a re-formed
-   group and finishes with the same checkpoint.
-3. The coordinator killed with SIGKILL during block 2 and restarted on the same store: the job runs
-   again and finishes with the same checkpoint.
+2. A worker of the running group killed with SIGKILL during block 2: a re-formed group resumes the
+   job from its last finished block and finishes with the same checkpoint.
+3. The coordinator killed with SIGKILL during block 2 and restarted on the same store: the job
+   resumes from its last finished block and finishes with the same checkpoint.
 4. Cancel during a job: CANCELLED, and nothing at the output path (no staging folder either).
 5. Two jobs submitted at once queue and both finish.
 
@@ -145,6 +145,16 @@ def check_done(job_id, job, out, what):
         errors.append(f"{what}: checkpoint differs from one process")
 
 
+def resumptions():
+    """How many times a worker resumed a job from finished blocks (worker/block_store.h)."""
+    n = 0
+    for name in os.listdir(tmp):
+        if name.startswith("worker-"):
+            with open(f"{tmp}/{name}") as f:
+                n += sum("resuming:" in line for line in f)
+    return n
+
+
 def member_pid(job_id, rank, workers):
     """The pid of the worker that runs `rank` of the job's current attempt (from the worker logs)."""
     for i, w in enumerate(workers):
@@ -179,8 +189,11 @@ try:
         if victim is None:
             errors.append("kill-worker: no worker log names rank 1")
         else:
+            resumed = resumptions()
             workers[victim].kill()
             check_done(job_id, "long", out, "after a worker was killed")
+            if resumptions() <= resumed:
+                errors.append("kill-worker: the re-formed group did not resume from finished blocks")
             text = logs(job_id)
             if "re-forming the group" not in text or "attempt 2" not in text:
                 errors.append(f"kill-worker: the log does not show a re-formed group:\n{text}")
@@ -193,9 +206,12 @@ try:
     if not wait_blocks(job_id, 1):
         errors.append("kill-coordinator: block 1 never finished")
     else:
+        resumed = resumptions()
         stop(coordinator, signal.SIGKILL)
         coordinator = start_coordinator(2, "restarted")
         check_done(job_id, "long", out, "after the coordinator was killed")
+        if resumptions() <= resumed:
+            errors.append("kill-coordinator: the restarted job did not resume from finished blocks")
 
     # 4. Cancel mid-job: nothing at the output path.
     out = f"{tmp}/cancelled"
@@ -206,7 +222,7 @@ try:
     if not s or s["state"] != "JOB_STATE_CANCELLED":
         errors.append(f"cancel: job ended {s and s['state']}")
     time.sleep(3)  # every rank has reported by now; none may still write
-    if os.path.exists(out) or os.path.exists(out + ".partial"):
+    if os.path.exists(out) or os.path.exists(out + ".partial") or os.path.exists(out + ".blocks"):
         errors.append("cancel: something was left at the output path")
 
     # 5. Concurrent submits queue and all finish.

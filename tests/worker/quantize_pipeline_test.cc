@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 
@@ -136,6 +137,71 @@ TEST(QuantizePipelineTest, BadInputsGiveErrorsNamingTheProblem) {
         << c.name << ": " << r.status();
     EXPECT_FALSE(fs::exists(o.out_dir + "/config.json")) << c.name;
   }
+}
+
+}  // namespace
+}  // namespace ptq::worker
+
+namespace ptq::worker {
+namespace {
+
+std::string FileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// A run stopped after block 2 keeps its finished blocks; running the same job again resumes from
+// them and writes the uninterrupted run's checkpoint byte for byte (TurboBoA with the residual term,
+// so the full-precision stream must be rebuilt too). Another job at the same output starts over.
+TEST(QuantizePipelineTest, ARerunResumesFromTheLastFinishedBlockWithTheSameResult) {
+  auto options = [](const std::string& out) {
+    QuantizeOptions o = DemoOptions(out);
+    o.eval_path.clear();
+    o.method = "turboboa";
+    o.gptq.grid.bits = 2;
+    o.refine_iters = 1;
+    return o;
+  };
+  const std::string whole = TempDir("resume_whole");
+  auto a = RunQuantize(options(whole));
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->resumed_blocks, 0);
+  EXPECT_FALSE(fs::exists(whole + ".blocks")) << "the block store outlived the checkpoint";
+
+  const std::string out = TempDir("resume_split");
+  fs::remove_all(out + ".blocks");
+  std::atomic<bool> cancel{false};
+  JobHooks hooks;
+  hooks.cancel = &cancel;
+  hooks.on_block = [&](int64_t block, int64_t) {
+    if (block == 1) cancel.store(true);
+  };
+  auto stopped = RunQuantize(options(out), hooks);
+  ASSERT_EQ(stopped.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(fs::exists(out + ".blocks/block-00001.safetensors"));
+  EXPECT_FALSE(fs::exists(out + ".blocks/block-00002.safetensors"));
+
+  auto resumed = RunQuantize(options(out));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->resumed_blocks, 2);
+  EXPECT_EQ(FileBytes(out + "/model.safetensors"), FileBytes(whole + "/model.safetensors"));
+  ASSERT_EQ(resumed->layers.size(), a->layers.size());
+  for (size_t i = 0; i < a->layers.size(); ++i) {
+    EXPECT_EQ(resumed->layers[i].name, a->layers[i].name);
+    EXPECT_EQ(resumed->layers[i].loss, a->layers[i].loss) << a->layers[i].name;
+  }
+  EXPECT_FALSE(fs::exists(out + ".blocks"));
+
+  // Blocks of another job (other bits) at the same output are not reused.
+  cancel.store(false);
+  ASSERT_EQ(RunQuantize(options(out + "2"), hooks).status().code(), absl::StatusCode::kCancelled);
+  fs::rename(out + "2.blocks", out + "3.blocks");
+  QuantizeOptions other = options(out + "3");
+  other.gptq.grid.bits = 3;
+  auto fresh = RunQuantize(other);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->resumed_blocks, 0);
+  fs::remove_all(out + "2.partial");
 }
 
 }  // namespace
