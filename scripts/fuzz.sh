@@ -11,7 +11,7 @@ command -v clang++ >/dev/null || { echo "clang++ not found (apt-get install clan
 mkdir -p "$out/crashes"
 flags="-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I."
 libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format)
-common="common/safetensors_reader.cc common/dtype.cc common/mapped_file.cc common/model_config.cc"
+common="common/safetensors_reader.cc common/dtype.cc common/mapped_file.cc common/model_config.cc common/gptq_format.cc"
 for target in tests/fuzz/*_fuzz.cc; do
   name=$(basename "$target" .cc)
   corpus_name=${name%_fuzz}
