@@ -13,6 +13,7 @@ absl::StatusOr<v1::JobResult> EmbeddedWorker::Run(const v1::JobSpec& spec,
                                                   const ExecutionHooks& hooks) {
   worker::JobHooks job_hooks;
   job_hooks.cancel = hooks.cancel;
+  if (!hooks.job_id.empty()) job_hooks.job_id = hooks.job_id;
   if (hooks.on_layer) {
     job_hooks.on_layer = [&hooks](const worker::LayerProgress& p) {
       hooks.on_layer(worker::LayerProgressToProto(p));

@@ -5,11 +5,9 @@
 namespace ptq::worker {
 namespace {
 
-const metrics::Labels kJob = {{"job_id", "local"}};
-
-void AddPhase(const char* phase, double total, double& seen) {
+void AddPhase(const std::string& job, const char* phase, double total, double& seen) {
   metrics::CounterFor(metrics::GlobalRegistry(), metrics::names::kPhaseSeconds,
-                      {{"job_id", "local"}, {"phase", phase}})
+                      {{"job_id", job}, {"phase", phase}})
       .Increment(total - seen);
   seen = total;
 }
@@ -18,19 +16,20 @@ void AddPhase(const char* phase, double total, double& seen) {
 
 void PipelineMetrics::Layer(int64_t block, const std::string& layer, const LayerReport& report) {
   metrics::Registry& r = metrics::GlobalRegistry();
-  const metrics::Labels labels = {{"job_id", "local"}, {"block", std::to_string(block)}, {"layer", layer}};
+  const metrics::Labels labels = {{"job_id", job_}, {"block", std::to_string(block)}, {"layer", layer}};
   metrics::GaugeFor(r, metrics::names::kLayerLoss, labels).Set(report.loss);
   metrics::GaugeFor(r, metrics::names::kLayerRelativeLoss, labels).Set(report.relative_loss);
 }
 
 void PipelineMetrics::Block(const QuantizeReport& report, double block_seconds, int64_t tokens) {
   metrics::Registry& r = metrics::GlobalRegistry();
+  const metrics::Labels kJob = {{"job_id", job_}};
   metrics::CounterFor(r, metrics::names::kBlocksDone, kJob).Increment();
   metrics::HistogramFor(r, metrics::names::kBlockDuration, kJob).Observe(block_seconds);
   const double forward_in_block = report.forward_seconds - forward_seen_;
-  AddPhase("forward", report.forward_seconds, forward_seen_);
-  AddPhase("statistics", report.statistics_seconds, statistics_seen_);
-  AddPhase("quantize", report.quantize_seconds, quantize_seen_);
+  AddPhase(job_, "forward", report.forward_seconds, forward_seen_);
+  AddPhase(job_, "statistics", report.statistics_seconds, statistics_seen_);
+  AddPhase(job_, "quantize", report.quantize_seconds, quantize_seen_);
   metrics::CounterFor(r, metrics::names::kCalibrationTokens, kJob).Increment(static_cast<double>(tokens));
   if (forward_in_block > 0) {
     metrics::GaugeFor(r, metrics::names::kCalibrationTokensPerSecond, kJob)

@@ -11,13 +11,15 @@ namespace ptq::worker {
 
 class Progress {
  public:
-  Progress(std::string task, int64_t total_units);
+  // `job_id` labels the exported metrics (the "quantize" task's layers done and progress ratio).
+  Progress(std::string task, int64_t total_units, std::string job_id = "local");
   // Marks `units` more as done and prints one line with `detail`.
   void Advance(int64_t units, const std::string& detail);
   double ElapsedSeconds() const;
 
  private:
   std::string task_;
+  std::string job_id_;
   int64_t total_;
   int64_t done_ = 0;
   std::chrono::steady_clock::time_point start_;

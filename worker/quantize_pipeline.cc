@@ -431,8 +431,8 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
                    report.resumed_blocks, config.num_hidden_layers, store->dir());
     }
   }
-  Progress progress("quantize", config.num_hidden_layers * 7);
-  PipelineMetrics pipeline_metrics;
+  Progress progress("quantize", config.num_hidden_layers * 7, hooks.job_id);
+  PipelineMetrics pipeline_metrics(hooks.job_id);
   std::set<std::string> quantized_names;
   std::vector<StoredLayer> block_layers;  // the current block's, for the block store
   // Everything that follows a layer's quantization (or its reload from the block store).

@@ -42,6 +42,8 @@ struct JobHooks {
   // with the same options; each runs the forwards of its share of the calibration batches and
   // quantizes its share of every layer's rows; rank 0 writes the checkpoint and evaluates.
   Collective* group = nullptr;
+  // Labels this run's metrics (job_id); the service passes its job id.
+  std::string job_id = "local";
 };
 
 struct QuantizeOptions {

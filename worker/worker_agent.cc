@@ -222,6 +222,7 @@ class Agent {
     JobHooks hooks;
     hooks.group = group.get();
     hooks.cancel = &cancel_;
+    hooks.job_id = a.job_id();
     if (a.rank() == 0) {
       hooks.on_layer = [&](const LayerProgress& p) {
         v1::ReportProgressRequest r;

@@ -178,7 +178,8 @@ def check_coordinator(coordinator, worker, ptq, model, data, tmp, env, port, met
         time.sleep(2.5)
         running = query(prom_port, 'max_over_time(ptq_jobs{job="ptq-coordinator",state="running"}[10m])')
         succeeded = query(prom_port, 'ptq_jobs{job="ptq-coordinator",state="succeeded"}')
-        layers = query(prom_port, 'max_over_time(ptq_layers_done_total{job="ptq-worker"}[10m])')
+        layers = query(prom_port, 'max_over_time(ptq_layers_done_total{job="ptq-worker",'
+                               f'job_id="{job_id}"}}[10m])')
         connected = query(prom_port, 'max_over_time(ptq_workers_connected{job="ptq-coordinator"}[10m])')
         heartbeats = query(prom_port, 'sum(ptq_worker_heartbeats_total{job="ptq-worker"})')
         if not connected or connected[0][1] != 1:
@@ -190,7 +191,7 @@ def check_coordinator(coordinator, worker, ptq, model, data, tmp, env, port, met
         if not succeeded or succeeded[0][1] != 1:
             errors.append(f"the coordinator's succeeded-jobs gauge is not 1: {succeeded}")
         if not layers or layers[0][1] != 7 * blocks:
-            errors.append(f"the worker's layer counter did not reach {7 * blocks}: {layers}")
+            errors.append(f"the worker's layer counter for {job_id} did not reach {7 * blocks}: {layers}")
         return (f"coordinator: job {job_id} seen running and succeeded on 1 remote worker "
                 f"({heartbeats[0][1]:.0f} heartbeats)")
     finally:
