@@ -27,3 +27,29 @@ print(f"workers {sys.argv[2]}: wall {wall:.1f} s, job {r['seconds']:.1f} s, forw
 PY
   cmp -s "$tmp/w1/model.safetensors" "$tmp/w$n/model.safetensors" || echo "  checkpoint DIFFERS from one worker"
 done
+
+# The same job through the service: ptq-coordinator --workers N and N ptq-worker processes on
+# loopback. The difference to `ptq quantize --workers N` is the service's overhead (registration,
+# rendezvous over gRPC, progress reports, scheduling).
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export PTQ_INSECURE=1
+for n in 1 2 4; do
+  "$build/ptq-coordinator" --listen 127.0.0.1:$port --store "$tmp/jobs-$n.db" --workers $n --insecure \
+    2>"$tmp/coordinator-$n.log" &
+  coordinator=$!
+  workers=()
+  for i in $(seq 1 $n); do
+    "$build/ptq-worker" --coordinator 127.0.0.1:$port --threads $(( ($(nproc) + n - 1) / n )) \
+      2>"$tmp/worker-$n-$i.log" &
+    workers+=($!)
+  done
+  until "$build/ptq" list --coordinator 127.0.0.1:$port >/dev/null 2>&1; do sleep 0.2; done
+  start=$(date +%s.%N)
+  job=$("$build/ptq" submit --coordinator 127.0.0.1:$port --model models/demo/tiny-llama-bytes \
+    --calib models/demo/data/calib.txt --out "$tmp/s$n" --method "$method" --bits 4 --group-size 64)
+  "$build/ptq" watch --coordinator 127.0.0.1:$port "$job" >/dev/null
+  end=$(date +%s.%N)
+  python3 -c "print(f'service, {$n} worker(s): submit to finish {$end - $start:.1f} s')"
+  cmp -s "$tmp/w1/model.safetensors" "$tmp/s$n/model.safetensors" || echo "  checkpoint DIFFERS from one worker"
+  kill "${workers[@]}" $coordinator; wait 2>/dev/null || true
+done
