@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <cstdlib>
+#include <optional>
 #include <mutex>
 #include <thread>
 
@@ -113,7 +115,7 @@ class Agent {
                             {{"worker", worker_id_}})
             .Increment();
         for (int64_t a : response.abort_attempts()) {
-          if (a == attempt_.load()) {
+          if (a == attempt_.load() && !cancel_.load()) {
             spdlog::warn("the coordinator aborted attempt {}; stopping", a);
             cancel_.store(true);
           }
@@ -126,6 +128,29 @@ class Agent {
         forgotten_.store(true);
         cancel_.store(true);
       }
+      WatchAbortedAttempt();
+    }
+  }
+
+  // An aborted attempt stops at its next layer boundary, unless this rank is blocked in a collective
+  // with a peer that stopped without closing its connections (SIGSTOP, a hung GPU): Gloo cannot be
+  // interrupted, so after the grace period the process exits and its supervisor (the StatefulSet)
+  // starts a fresh one; its lease then expires and the group re-forms without it.
+  void WatchAbortedAttempt() {
+    const int64_t attempt = attempt_.load();
+    if (attempt == 0 || !cancel_.load()) {
+      aborted_since_.reset();
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (!aborted_since_ || aborted_attempt_ != attempt) {
+      aborted_since_ = now;
+      aborted_attempt_ = attempt;
+    } else if (now - *aborted_since_ > options_.abort_grace) {
+      spdlog::error("attempt {} was aborted {} s ago and is still blocked (a collective with a peer "
+                    "that stopped?); exiting so that a fresh worker takes this one's place",
+                    attempt, std::chrono::duration_cast<std::chrono::seconds>(now - *aborted_since_).count());
+      std::_Exit(75);  // EX_TEMPFAIL: a supervisor should restart it
     }
   }
 
@@ -263,6 +288,8 @@ class Agent {
   std::atomic<bool> forgotten_{false};
   std::atomic<bool> cancel_{false};
   std::atomic<int64_t> attempt_{0};
+  std::optional<std::chrono::steady_clock::time_point> aborted_since_;  // heartbeat thread only
+  int64_t aborted_attempt_ = 0;
 };
 
 }  // namespace

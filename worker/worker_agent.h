@@ -21,6 +21,9 @@ struct WorkerAgentOptions {
   std::string device = "cpu";
   std::string token;               // bearer token with role worker (empty: none)
   std::chrono::milliseconds collective_timeout{std::chrono::minutes(10)};
+  // An aborted attempt still running after this long (blocked in a collective) makes the worker
+  // exit with code 75 for its supervisor to restart it.
+  std::chrono::milliseconds abort_grace{std::chrono::seconds(60)};
   // How to reach the coordinator: TLS verifying it against tls.ca_path (empty: system roots),
   // presenting tls.cert_path/key_path for mutual TLS; or plaintext with tls.insecure.
   TlsOptions tls;

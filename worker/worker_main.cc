@@ -56,6 +56,11 @@ int main(int argc, char** argv) {
   app.add_option("--collective-timeout", collective_timeout_s,
                  "seconds a collective may wait for a peer before the attempt fails")
       ->capture_default_str();
+  int64_t abort_grace_s = options.abort_grace.count() / 1000;
+  app.add_option("--abort-grace", abort_grace_s,
+                 "seconds an aborted attempt may stay blocked before the worker exits (code 75) for its "
+                 "supervisor to restart it")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
   app.set_version_flag("--version", std::string(ptq::kVersion));
   CLI11_PARSE(app, argc, argv);
@@ -64,6 +69,7 @@ int main(int argc, char** argv) {
     if (const char* t = std::getenv("PTQ_TOKEN")) options.token = t;
   }
   options.collective_timeout = std::chrono::seconds(std::max<int64_t>(collective_timeout_s, 1));
+  options.abort_grace = std::chrono::seconds(std::max<int64_t>(abort_grace_s, 1));
   at::set_num_threads(std::max(1, threads));  // libtorch starts with 1 thread in C++
 
   struct sigaction action = {};

@@ -6,7 +6,9 @@
    one process, byte for byte. (The coordinator is restarted on the same store and port between group
    sizes; the running workers notice and register again.)
 2. A worker of the running group killed with SIGKILL during block 2: a re-formed group resumes the
-   job from its last finished block and finishes with the same checkpoint.
+   job from its last finished block and finishes with the same checkpoint. The same when a worker is
+   stopped (SIGSTOP: no heartbeats, connections left open): its blocked peer exits after its abort
+   grace (code 75, for a supervisor to restart it) and the spare worker finishes the job.
 3. The coordinator killed with SIGKILL during block 2 and restarted on the same store: the job
    resumes from its last finished block and finishes with the same checkpoint.
 4. Cancel during a job: CANCELLED, and nothing at the output path (no staging folder either).
@@ -82,7 +84,8 @@ def stop(proc, sig=signal.SIGTERM):
 
 def start_worker(i):
     log = open(f"{tmp}/worker-{i}.log", "a")
-    return subprocess.Popen([worker_bin, "--coordinator", address, "--threads", "1"], env=env,
+    return subprocess.Popen([worker_bin, "--coordinator", address, "--threads", "1",
+                             "--abort-grace", "3"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -199,6 +202,26 @@ try:
                 errors.append(f"kill-worker: the log does not show a re-formed group:\n{text}")
             workers[victim].wait()
             workers[victim] = start_worker(victim)
+
+    # 2b. SIGSTOP a member: it stops heartbeating but keeps its connections open, so its peer blocks
+    # in a collective; the peer exits after its abort grace and the spare finishes the job.
+    out = f"{tmp}/stopped-worker"
+    job_id = submit("long", out)
+    if not wait_blocks(job_id, 1):
+        errors.append("stop-worker: block 1 never finished")
+    else:
+        victim = member_pid(job_id, 1, workers)
+        if victim is None:
+            errors.append("stop-worker: no worker log names rank 1")
+        else:
+            workers[victim].send_signal(signal.SIGSTOP)
+            check_done(job_id, "long", out, "after a worker stopped heartbeating")
+            workers[victim].kill()
+            workers[victim].wait()
+            exited = [w.poll() for w in workers]
+            if 75 not in exited:
+                errors.append(f"stop-worker: the blocked peer did not exit for a restart: {exited}")
+            workers = [w if w.poll() is None else start_worker(i) for i, w in enumerate(workers)]
 
     # 3. SIGKILL the coordinator during block 2 and restart it on the same store.
     out = f"{tmp}/killed-coordinator"
