@@ -31,6 +31,8 @@ RUNS=(
   "turboboa-2stage-actorder-w2|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 2"
   "turboboa-2stage-actorder-w3|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
   "gptq-actorder-w2|--method gptq --act-order --static-groups --bits 2"
+  "turboboa-2stage-actorder-w4|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 4"
+  "turboboa-2stage-actorder-n8-r4-w3|--method turboboa --scale-init hessian --refine-iters 4 --act-order --static-groups --joint-rows 8 --bits 3"
   "turboboa-2stage-n8-w2|--method turboboa --scale-init hessian --refine-iters 2 --joint-rows 8 --bits 2"
   "turboboa-2stage-r4-w2|--method turboboa --scale-init hessian --refine-iters 4 --bits 2"
   "gptq-w3|--method gptq --bits 3"
