@@ -303,7 +303,7 @@ void JobScheduler::RunJob(v1::Job job) {
     done.set_error(std::string(result.status().message()));
     Log(id, absl::StrCat("cancelled: ", result.status().message()));
   } else {
-    worker::RemoveBlockStore(done.spec().output_path());
+    // Finished blocks stay (OUT.blocks): submitting the same job again resumes from them.
     done.set_state(v1::JOB_STATE_FAILED);
     done.set_error(std::string(result.status().message()));
     Log(id, absl::StrCat("failed: ", result.status().message()));

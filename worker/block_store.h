@@ -5,7 +5,7 @@
 // and quantization: it loads the layers and only runs the block forward to rebuild the next block's
 // inputs, so the result is the uninterrupted run's, byte for byte. A folder holding another job's
 // blocks is cleared. The folder is removed when the checkpoint is committed, or by the coordinator
-// when a job ends cancelled or failed.
+// when a job is cancelled (a failed job keeps it: submitting it again resumes).
 #pragma once
 
 #include <cstdint>
