@@ -5,8 +5,8 @@ import sys
 
 path = sys.argv[1] if len(sys.argv) > 1 else "bench/quality_results.jsonl"
 rows = [json.loads(line) for line in open(path) if line.strip()]
-print("| model | run | method | bits | group | joint rows | residual α | value block | scale init | refine sweeps | act order | ppl valid | quantize phase s | total s (incl. eval) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| model | run | method | bits | group | joint rows | residual α | value block | scale init | refine sweeps | act order | static groups | sequential | ppl valid | quantize phase s | total s (incl. eval) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     ph = r.get("phase_seconds", {})
     q = ph.get("forward", 0) + ph.get("statistics", 0) + ph.get("quantize", 0)
@@ -18,6 +18,7 @@ for r in rows:
     print(f"| {r['model_name']} | {r['run']} | {r['method']} | {r['bits']} | {r['group_size']} | "
           f"{joint} | {alpha:g} | {'yes' if vblock else 'no'} | {r.get('scale_init', '')} | "
           f"{r.get('refine_iters', '')} | "
-          f"{('static groups' if r.get('static_groups') else 'yes') if r.get('act_order') else 'no'} | "
+          f"{'yes' if r.get('act_order') else 'no'} | {'yes' if r.get('static_groups') else 'no'} | "
+          f"{'yes' if r.get('sequential', True) else 'no'} | "
           f"{r['perplexity_quant']:.4f} | "
           f"{q:.0f} (quantizer {ph.get('quantize', 0):.1f}) | {r['seconds']:.0f} |")

@@ -107,6 +107,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
         {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
         {"residual_alpha", ptq::worker::EffectiveResidualAlpha(o)},
         {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
+        {"sequential", o.sequential},
         {"refine_iters", o.refine_iters},
         {"scale_init", o.scale_init},
         {"bits", o.gptq.grid.bits},

@@ -12,12 +12,14 @@ struct QuantizeFlags {
   worker::QuantizeOptions options;
   bool skip_fp_eval = false;
   bool no_value_block = false;
+  bool no_sequential = false;
 
   // The options as parsed. REQUIRES: the command line has been parsed.
   worker::QuantizeOptions Options() const {
     worker::QuantizeOptions o = options;
     o.eval_fp = !skip_fp_eval;
     o.value_block = !no_value_block;
+    o.sequential = !no_sequential;
     return o;
   }
 };

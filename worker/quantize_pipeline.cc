@@ -205,6 +205,7 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
           {"scale_init", o.scale_init},
           {"residual_alpha", EffectiveResidualAlpha(o)},
           {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
+          {"sequential", o.sequential},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
           {"sym", o.gptq.grid.sym},
@@ -522,8 +523,9 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         ObserverList all(std::move(observers));
         auto t = Clock::now();
         const double cross_seconds =
-            ForwardStatistics(hidden, w, alpha > 0 ? &hidden_fp : nullptr, w_fp, config, rope,
-                              o.batch_windows, &all, slot, stop, cross ? &*cross : nullptr);
+            ForwardStatistics(hidden, o.sequential ? w : w_fp, alpha > 0 ? &hidden_fp : nullptr,
+                              w_fp, config, rope, o.batch_windows, &all, slot, stop,
+                              cross ? &*cross : nullptr);
         report.statistics_seconds += stats.seconds() + cross_seconds;
         report.forward_seconds += Since(t) - stats.seconds() - cross_seconds;
         auto t_reduce = Clock::now();

@@ -64,6 +64,11 @@ struct QuantizeOptions {
   // BoA / TurboBoA: W_v quantized per key/value head with the covariance of the attention-weighted
   // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in (less memory).
   bool value_block = true;
+  // Statistics of each slot taken on the block whose earlier layers are already quantized (true, the
+  // standard "true sequential" order: Q/K/V, then O on their quantized outputs, then the MLP), or all
+  // on the full-precision block as the authors' TurboBoA code does (false, --no-sequential). The
+  // block input is the partly quantized model's in both cases.
+  bool sequential = true;
   // Two-stage group scales, stage 2: coordinate-descent sweeps over the scales once the integers are
   // fixed (0: off). Applies to every method except rtn.
   int refine_iters = 0;

@@ -94,6 +94,30 @@ TEST(QuantizePipelineTest, EightBitsIsNearlyLossless) {
   EXPECT_NEAR(r->perplexity_quant, r->perplexity_fp, 0.002 * r->perplexity_fp);
 }
 
+TEST(QuantizePipelineTest, NonSequentialTakesStatisticsFromTheFullPrecisionBlock) {
+  QuantizeOptions seq = DemoOptions(TempDir("sequential"));
+  seq.gptq.grid.bits = 3;
+  seq.eval_path.clear();
+  seq.keep_blocks = false;
+  auto a = RunQuantize(seq);
+  ASSERT_TRUE(a.ok()) << a.status();
+  QuantizeOptions all_fp = DemoOptions(TempDir("non_sequential"));
+  all_fp.gptq.grid.bits = 3;
+  all_fp.eval_path.clear();
+  all_fp.keep_blocks = false;
+  all_fp.sequential = false;
+  auto b = RunQuantize(all_fp);
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(a->layers.size(), b->layers.size());
+  // Block 0's q/k/v see the same inputs either way (nothing in the block is quantized yet): the same
+  // Hessian, the same codes, the same loss to the last bit. Its o_proj sees the attention output of
+  // quantized q/k/v in one and of the full-precision ones in the other, so its problem differs.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(a->layers[i].loss, b->layers[i].loss) << a->layers[i].name;
+  ASSERT_NE(a->layers[3].name.find("o_proj"), std::string::npos);
+  EXPECT_NE(a->layers[3].loss, b->layers[3].loss);
+  EXPECT_NE(a->layers[6].loss, b->layers[6].loss);  // down_proj
+}
+
 TEST(QuantizePipelineTest, RefusesToOverwriteAModelUnlessForced) {
   QuantizeOptions o = DemoOptions(TempDir("overwrite"));
   o.method = "rtn";

@@ -37,6 +37,7 @@ void ExpectSameOptions(const QuantizeOptions& a, const QuantizeOptions& b) {
   EXPECT_EQ(a.batch_windows, b.batch_windows);
   EXPECT_EQ(a.residual_alpha, b.residual_alpha);
   EXPECT_EQ(a.value_block, b.value_block);
+  EXPECT_EQ(a.sequential, b.sequential);
 }
 
 TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
@@ -68,6 +69,7 @@ TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
   o.batch_windows = 2;
   o.residual_alpha = 0;  // zero is "off", not "the method's default"
   o.value_block = false;
+  o.sequential = false;
   ExpectSameOptions(QuantizeOptionsFromSpec(SpecFromQuantizeOptions(o)), o);
 }
 
