@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -42,29 +43,47 @@ std::vector<int32_t> Words(const TensorView& v) {
 }  // namespace
 
 absl::StatusOr<GptqConfig> ParseGptqConfig(const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("quantization_config is not valid JSON: ", e.what()));
+  // A checkpoint is untrusted input: every field's type is checked before it is read (nlohmann's
+  // value() and get() throw on a mismatch), and the parse never throws.
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("quantization_config is not a JSON object");
   }
-  std::string method = j.value("quant_method", std::string());
-  if (method != "gptq") {
-    return absl::UnimplementedError(absl::StrCat("unsupported quant_method \"", method,
-                                                 "\" in quantization_config (supported: gptq)"));
+  auto string_field = [&](const char* key, const std::string& fallback) -> std::optional<std::string> {
+    if (!j.contains(key)) return fallback;
+    if (!j[key].is_string()) return std::nullopt;
+    return j[key].get<std::string>();
+  };
+  const std::optional<std::string> method = string_field("quant_method", "");
+  if (!method || *method != "gptq") {
+    return absl::UnimplementedError(absl::StrCat("unsupported quant_method ",
+                                                 j.contains("quant_method") ? j["quant_method"].dump() : "\"\"",
+                                                 " in quantization_config (supported: gptq)"));
   }
   GptqConfig c;
-  if (!j.contains("bits") || !j["bits"].is_number_integer() || !gptq::SupportedBits(j["bits"].get<int>())) {
-    return absl::InvalidArgumentError(absl::StrCat("quantization_config bits ", j.value("bits", nlohmann::json()).dump(),
-                                                   " unsupported (2, 3, 4 or 8)"));
+  const nlohmann::json bits = j.contains("bits") ? j["bits"] : nlohmann::json();
+  if (!bits.is_number_integer() || bits.get<int64_t>() < 0 || bits.get<int64_t>() > 64 ||
+      !gptq::SupportedBits(static_cast<int>(bits.get<int64_t>()))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantization_config bits ", bits.dump(), " unsupported (2, 3, 4 or 8)"));
   }
-  c.bits = j["bits"].get<int>();
-  c.group_size = j.value("group_size", int64_t{-1});
-  std::string format = j.value("checkpoint_format", std::string("gptq"));
-  if (format != "gptq" && format != "gptq_v2") {
-    return absl::UnimplementedError(absl::StrCat("unsupported checkpoint_format \"", format, "\""));
+  c.bits = static_cast<int>(bits.get<int64_t>());
+  if (j.contains("group_size")) {
+    const nlohmann::json& g = j["group_size"];
+    if (!g.is_number_integer() || (g.get<int64_t>() != -1 && g.get<int64_t>() <= 0)) {
+      return absl::InvalidArgumentError(absl::StrCat("quantization_config group_size ", g.dump(),
+                                                     " invalid (-1 for per channel, or positive)"));
+    }
+    c.group_size = g.get<int64_t>();
+  } else {
+    c.group_size = -1;
   }
-  c.v2 = format == "gptq_v2";
+  const std::optional<std::string> format = string_field("checkpoint_format", "gptq");
+  if (!format || (*format != "gptq" && *format != "gptq_v2")) {
+    return absl::UnimplementedError(absl::StrCat("unsupported checkpoint_format ",
+                                                 j["checkpoint_format"].dump()));
+  }
+  c.v2 = *format == "gptq_v2";
   return c;
 }
 

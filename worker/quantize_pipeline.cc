@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -273,8 +274,11 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     return absl::InvalidArgumentError(absl::StrCat("--joint-rows ", o.joint_rows,
                                                    " must be positive and divide head_dim ", c.head_dim));
   }
-  if (o.refine_iters < 0) return absl::InvalidArgumentError("--refine-iters must be >= 0");
-  if (o.residual_alpha > 1) {
+  if (o.refine_iters < 0 || o.refine_iters > kMaxRefineIters) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--refine-iters must be between 0 and ", kMaxRefineIters));
+  }
+  if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) {
     return absl::InvalidArgumentError("--residual-alpha must be between 0 (off) and 1 (exact target)");
   }
   if (o.method == "rtn" && o.residual_alpha > 0) {
@@ -311,7 +315,23 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   if (o.samples <= 0 || o.seq_len <= 0) {
     return absl::InvalidArgumentError("--samples and --seq-len must be positive");
   }
-  if (o.gptq.damp < 0) return absl::InvalidArgumentError("damping must be non-negative");
+  if (o.seq_len > kMaxSequenceLength || o.samples > kMaxCalibrationTokens / o.seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--samples ", o.samples, " x --seq-len ", o.seq_len, " exceeds the limit of ",
+        kMaxCalibrationTokens, " calibration tokens (windows of at most ", kMaxSequenceLength, ")"));
+  }
+  if (o.batch_windows <= 0 || o.batch_windows > kMaxCalibrationTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_windows must be between 1 and ", kMaxCalibrationTokens));
+  }
+  if (o.eval_seq_len < 0 || o.eval_seq_len > kMaxSequenceLength || o.eval_max_windows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--eval-seq-len must be between 0 and ", kMaxSequenceLength,
+        " and --eval-windows non-negative (0: defaults)"));
+  }
+  if (!std::isfinite(o.gptq.damp) || o.gptq.damp < 0) {
+    return absl::InvalidArgumentError("damping must be finite and non-negative");
+  }
   const int64_t g = o.gptq.group_size;
   if (g > 0) {
     for (int64_t dim : {c.hidden_size, c.num_attention_heads * c.head_dim, c.intermediate_size}) {

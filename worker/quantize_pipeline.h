@@ -124,7 +124,15 @@ struct QuantizeReport {
 // residual_alpha with the method's default applied.
 double EffectiveResidualAlpha(const QuantizeOptions& options);
 
-// Checks options against the model: method, bits, group size dividing every layer's input size.
+// Limits a request cannot exceed, so one job cannot exhaust a worker's memory or time before it
+// starts: calibration tokens (samples x seq_len; 32 M, 128x the usual 128 x 2048), the tokens of one
+// window (calibration or evaluation), and scale-refinement sweeps (each costs about one GPTQ pass).
+inline constexpr int64_t kMaxCalibrationTokens = int64_t{1} << 25;
+inline constexpr int64_t kMaxSequenceLength = int64_t{1} << 20;
+inline constexpr int kMaxRefineIters = 64;
+
+// Checks options against the model: method, bits, group size dividing every layer's input size,
+// finite damping and residual alpha, and the limits above.
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& options, const ModelConfig& config);
 
 absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& options,

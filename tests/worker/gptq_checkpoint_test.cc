@@ -203,6 +203,20 @@ TEST(GptqCheckpointTest, BadCheckpointsNameTheProblem) {
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(std::string(unknown.status().message()).find("awq"), std::string::npos);
   EXPECT_FALSE(ParseGptqConfig(R"({"quant_method":"gptq","bits":5})").ok());
+  // Wrong JSON types are errors, not exceptions (found by tests/fuzz/checkpoint_reader_fuzz.cc:
+  // "quantization_config": true aborted `ptq eval`), and bits must not wrap around to a valid value.
+  for (const char* bad : {"true", "[]", "\"gptq\"", R"({"quant_method":5,"bits":4})",
+                          R"({"quant_method":"gptq","bits":"4"})", R"({"quant_method":"gptq","bits":4294967300})",
+                          R"({"quant_method":"gptq","bits":4,"group_size":"128"})",
+                          R"({"quant_method":"gptq","bits":4,"group_size":0})",
+                          R"({"quant_method":"gptq","bits":4,"checkpoint_format":1})", "{"}) {
+    EXPECT_FALSE(ParseGptqConfig(bad).ok()) << bad;
+  }
+  auto per_channel = ParseGptqConfig(R"({"quant_method":"gptq","bits":3,"checkpoint_format":"gptq_v2"})");
+  ASSERT_TRUE(per_channel.ok());
+  EXPECT_EQ(per_channel->bits, 3);
+  EXPECT_EQ(per_channel->group_size, -1);
+  EXPECT_TRUE(per_channel->v2);
   // A checkpoint without qzeros.
   const std::string dir2 = FreshDir("missing");
   SafetensorsWriter partial;

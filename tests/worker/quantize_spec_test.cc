@@ -1,6 +1,9 @@
 // JobSpec <-> QuantizeOptions: a submitted job runs exactly what the same flags run in process.
 #include "worker/quantize_spec.h"
 
+#include <cmath>
+#include <string>
+
 #include <gtest/gtest.h>
 
 #include "tests/test_paths.h"
@@ -77,12 +80,18 @@ TEST(QuantizeSpecTest, AnEmptySpecMeansTheQuantizeDefaults) {
   ExpectSameOptions(QuantizeOptionsFromSpec(v1::JobSpec()), QuantizeOptions());
 }
 
-TEST(QuantizeSpecTest, ValidationNamesTheField) {
+// Valid options for the demo model (g64 divides its MLP width 704).
+QuantizeOptions DemoModelOptions() {
   QuantizeOptions o;
   o.model_dir = testing::DemoModelDir();
   o.calib_path = testing::DemoCalibText();
   o.out_dir = "/tmp/x";
   o.gptq.group_size = 64;
+  return o;
+}
+
+TEST(QuantizeSpecTest, ValidationNamesTheField) {
+  const QuantizeOptions o = DemoModelOptions();
   EXPECT_TRUE(ValidateQuantizeSpec(SpecFromQuantizeOptions(o)).ok());
   v1::JobSpec spec = SpecFromQuantizeOptions(o);
   spec.set_eval_path("/nonexistent/v.txt");
@@ -97,6 +106,43 @@ TEST(QuantizeSpecTest, ValidationNamesTheField) {
   spec = SpecFromQuantizeOptions(o);
   spec.clear_output_path();
   EXPECT_EQ(ValidateQuantizeSpec(spec).message(), "output_path is required");
+}
+
+// A hostile request must fail at Submit with a message, not in a worker: non-finite numbers (NaN
+// compares false with every bound) and sizes that would exhaust memory or time. Found by
+// tests/fuzz/job_spec_fuzz.cc's invariants.
+TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
+  const QuantizeOptions o = DemoModelOptions();
+  const v1::JobSpec good = SpecFromQuantizeOptions(o);
+  ASSERT_TRUE(ValidateQuantizeSpec(good).ok());
+  auto refused = [&](auto&& edit) {
+    v1::JobSpec spec = good;
+    edit(spec);
+    absl::Status s = ValidateQuantizeSpec(spec);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << spec.ShortDebugString();
+    return std::string(s.message());
+  };
+  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_residual_alpha(std::nan("")); }).find("residual-alpha"),
+            std::string::npos);
+  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_damp(std::nan("")); }).find("damping"), std::string::npos);
+  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_damp(INFINITY); }).find("damping"), std::string::npos);
+  // 2^20 windows of 2^20 tokens: a petabyte of activations.
+  EXPECT_NE(refused([](v1::JobSpec& s) {
+              s.set_samples(int64_t{1} << 20);
+              s.set_seq_len(int64_t{1} << 20);
+            }).find("calibration tokens"),
+            std::string::npos);
+  refused([](v1::JobSpec& s) { s.set_seq_len(kMaxSequenceLength + 1); s.set_samples(1); });
+  refused([](v1::JobSpec& s) { s.set_batch_windows(INT64_MAX); });  // (samples + batch - 1) overflows
+  refused([](v1::JobSpec& s) { s.set_refine_iters(kMaxRefineIters + 1); });
+  refused([](v1::JobSpec& s) { s.set_eval_seq_len(-1); });
+  refused([](v1::JobSpec& s) { s.set_eval_max_windows(-5); });
+  // The limits themselves are allowed.
+  v1::JobSpec at_limit = good;
+  at_limit.set_samples(kMaxCalibrationTokens / 256);
+  at_limit.set_seq_len(256);
+  at_limit.set_refine_iters(kMaxRefineIters);
+  EXPECT_TRUE(ValidateQuantizeSpec(at_limit).ok()) << ValidateQuantizeSpec(at_limit);
 }
 
 }  // namespace
