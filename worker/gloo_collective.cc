@@ -6,6 +6,7 @@
 #include <gloo/barrier.h>
 #include <gloo/common/error.h>
 #include <gloo/math.h>
+#include <gloo/reduce.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
@@ -35,34 +36,41 @@ class GlooCollective final : public Collective {
       gloo::AllreduceOptions opts(context_);
       opts.setTag(next_tag_++);
       opts.setTimeout(timeout_);
-      switch (t.scalar_type()) {
-        case at::kLong:
-          opts.setOutput(t.data_ptr<int64_t>(), t.numel());
-          opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(
-              &gloo::sum<int64_t>));
-          break;
-        case at::kDouble:
-          opts.setOutput(t.data_ptr<double>(), t.numel());
-          opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(
-              &gloo::sum<double>));
-          break;
-        case at::kFloat:
-          opts.setOutput(t.data_ptr<float>(), t.numel());
-          opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(
-              &gloo::sum<float>));
-          break;
-        default:
-          return absl::InvalidArgumentError(
-              absl::StrCat("gloo all-reduce: unsupported dtype ", c10::toString(t.scalar_type())));
-      }
+      if (auto s = SetSum(opts, t, "all-reduce"); !s.ok()) return s;
       gloo::allreduce(opts);
-      bytes_ += t.nbytes();
-      metrics::CounterFor(metrics::GlobalRegistry(), metrics::names::kCollectiveBytes,
-                          {{"op", "all_reduce"}})
-          .Increment(static_cast<double>(t.nbytes()));
+      Count("all_reduce", t.nbytes());
     } catch (const gloo::Exception& e) {
       return absl::UnavailableError(absl::StrCat("all-reduce failed (a peer left?): ", e.what()));
     }
+    return absl::OkStatus();
+  }
+
+  // One reduce to each owner of its rows (Gloo has no reduce-scatter with uneven blocks); every
+  // rank sends each row once.
+  absl::Status ReduceScatterRows(at::Tensor& t, const std::vector<int64_t>& rows) override {
+    if (auto s = CheckRowPlan(t, rows, size()); !s.ok()) return s;
+    if (!t.is_contiguous() || !t.device().is_cpu()) {
+      return absl::InvalidArgumentError("gloo reduce-scatter needs a contiguous CPU tensor");
+    }
+    try {
+      int64_t row0 = 0;
+      for (int r = 0; r < size(); ++r) {
+        if (rows[r] > 0) {
+          at::Tensor part = t.narrow(0, row0, rows[r]);  // contiguous: whole leading rows
+          gloo::ReduceOptions opts(context_);
+          opts.setTag(next_tag_++);
+          opts.setTimeout(timeout_);
+          opts.setRoot(r);
+          if (auto s = SetSum(opts, part, "reduce-scatter"); !s.ok()) return s;
+          gloo::reduce(opts);
+          Count("reduce_scatter", part.nbytes());
+        }
+        row0 += rows[r];
+      }
+    } catch (const gloo::Exception& e) {
+      return absl::UnavailableError(absl::StrCat("reduce-scatter failed (a peer left?): ", e.what()));
+    }
+    ZeroRowsOfOtherRanks(t, rows, rank());
     return absl::OkStatus();
   }
 
@@ -89,10 +97,7 @@ class GlooCollective final : public Collective {
         opts.setOutput(static_cast<uint8_t*>(padded.data_ptr()),
                        std::vector<size_t>(size(), static_cast<size_t>(in.nbytes())));
         gloo::allgatherv(opts);
-        bytes_ += in.nbytes();
-        metrics::CounterFor(metrics::GlobalRegistry(), metrics::names::kCollectiveBytes,
-                            {{"op", "all_gather"}})
-            .Increment(static_cast<double>(in.nbytes()));
+        Count("all_gather", in.nbytes());
       } catch (const gloo::Exception& e) {
         return absl::UnavailableError(absl::StrCat("all-gather failed (a peer left?): ", e.what()));
       }
@@ -115,6 +120,35 @@ class GlooCollective final : public Collective {
   }
 
  private:
+  // In place: `t` is the output and (Gloo's default) the input; the sum of its dtype.
+  template <typename Options>
+  static absl::Status SetSum(Options& opts, at::Tensor& t, const char* what) {
+    using Fn = void (*)(void*, const void*, const void*, size_t);
+    switch (t.scalar_type()) {
+      case at::kLong:
+        opts.setOutput(t.data_ptr<int64_t>(), t.numel());
+        opts.setReduceFunction(static_cast<Fn>(&gloo::sum<int64_t>));
+        return absl::OkStatus();
+      case at::kDouble:
+        opts.setOutput(t.data_ptr<double>(), t.numel());
+        opts.setReduceFunction(static_cast<Fn>(&gloo::sum<double>));
+        return absl::OkStatus();
+      case at::kFloat:
+        opts.setOutput(t.data_ptr<float>(), t.numel());
+        opts.setReduceFunction(static_cast<Fn>(&gloo::sum<float>));
+        return absl::OkStatus();
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat("gloo ", what, ": unsupported dtype ", c10::toString(t.scalar_type())));
+    }
+  }
+
+  void Count(const char* op, size_t bytes) {
+    bytes_ += bytes;
+    metrics::CounterFor(metrics::GlobalRegistry(), metrics::names::kCollectiveBytes, {{"op", op}})
+        .Increment(static_cast<double>(bytes));
+  }
+
   std::shared_ptr<gloo::rendezvous::Context> context_;
   std::chrono::milliseconds timeout_;
   uint32_t next_tag_ = 1;

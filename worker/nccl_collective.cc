@@ -76,6 +76,48 @@ class NcclCollective final : public Collective {
     return absl::OkStatus();
   }
 
+  // One ncclReduce to each owner of its rows, grouped into one launch.
+  absl::Status ReduceScatterRows(at::Tensor& t, const std::vector<int64_t>& rows) override {
+    if (auto s = CheckRowPlan(t, rows, size_); !s.ok()) return s;
+    if (!t.is_contiguous()) return absl::InvalidArgumentError("nccl reduce-scatter needs a contiguous tensor");
+    auto type = NcclType(t.scalar_type());
+    if (!type.ok()) return type.status();
+    if (t.numel() == 0) return absl::OkStatus();
+    cudaSetDevice(options_.cuda_device);
+    uint8_t* data = nullptr;
+    if (t.device().is_cuda()) {
+      data = static_cast<uint8_t*>(t.data_ptr());
+    } else {
+      if (auto s = Stage(t.data_ptr(), t.nbytes(), cudaMemcpyHostToDevice); !s.ok()) return s;
+      data = static_cast<uint8_t*>(buffer_);
+    }
+    const int64_t row_elements = t.numel() / t.size(0);
+    const int64_t row_bytes = row_elements * static_cast<int64_t>(t.element_size());
+    ncclGroupStart();
+    int64_t row0 = 0;
+    for (int r = 0; r < size_; ++r) {
+      if (rows[r] > 0) {
+        uint8_t* part = data + row0 * row_bytes;
+        ncclResult_t result = ncclReduce(part, part, static_cast<size_t>(rows[r] * row_elements), *type,
+                                         ncclSum, r, comm_, stream_);
+        if (result != ncclSuccess && result != ncclInProgress) {
+          ncclGroupEnd();
+          return Check(result, "reduce-scatter");
+        }
+      }
+      row0 += rows[r];
+    }
+    if (auto s = Check(ncclGroupEnd(), "reduce-scatter"); !s.ok()) return s;
+    if (!t.device().is_cuda()) {
+      cudaError_t e = cudaMemcpyAsync(t.data_ptr(), buffer_, t.nbytes(), cudaMemcpyDeviceToHost, stream_);
+      if (e != cudaSuccess) return CudaError(e, "copy from the device");
+    }
+    if (auto s = Wait("reduce-scatter"); !s.ok()) return s;
+    ZeroRowsOfOtherRanks(t, rows, rank_);
+    Count("reduce_scatter", t.nbytes());
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<at::Tensor> AllGatherRows(const at::Tensor& mine,
                                            const std::vector<int64_t>& rows) override {
     if (static_cast<int>(rows.size()) != size_ || rows[rank_] != mine.size(0)) {

@@ -179,7 +179,18 @@ absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
     counts.push_back(&attention->tokens());
   }
   if (values != nullptr) {
-    sums.push_back(&values->sum());
+    // One hidden x hidden matrix per kv head, read only by the rank that quantizes that head's v
+    // rows (worker/layer_shard.h): each rank receives the sums of its own heads.
+    ExactSum& v = values->sum();
+    const int64_t kv_heads = v.high().size(0);
+    std::vector<int64_t> heads_per_rank;
+    for (int r = 0; r < group.size(); ++r) {
+      auto [first, last] = UnitsOfRank(static_cast<size_t>(kv_heads), r, group.size());
+      heads_per_rank.push_back(static_cast<int64_t>(last - first));
+    }
+    PTQ_RETURN_IF_ERROR(group.ReduceScatterRows(v.high(), heads_per_rank));
+    PTQ_RETURN_IF_ERROR(group.ReduceScatterRows(v.low(), heads_per_rank));
+    counts.push_back(&v.non_finite());
     counts.push_back(&values->count());
   }
   if (cross != nullptr) {

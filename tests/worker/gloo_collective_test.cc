@@ -79,6 +79,32 @@ TEST(GlooCollectiveTest, AllReduceAndGatherMatchDirectComputation) {
   }
 }
 
+TEST(GlooCollectiveTest, ReduceScatterRowsGivesEachOwnerTheSumOfItsRows) {
+  // Uneven plans, a rank with no rows included; rank r contributes (r + 1) * base.
+  const at::Tensor base = at::arange(6 * 2, at::kLong).reshape({6, 2}) - 4;
+  for (const std::vector<int64_t>& plan :
+       {std::vector<int64_t>{6}, std::vector<int64_t>{2, 4}, std::vector<int64_t>{2, 0, 4},
+        std::vector<int64_t>{1, 3, 2}}) {
+    const int size = static_cast<int>(plan.size());
+    RunGroup(size, [&](int rank, Collective& c) {
+      at::Tensor t = base * (rank + 1);
+      const uint64_t before = c.bytes();
+      ASSERT_TRUE(c.ReduceScatterRows(t, plan).ok());
+      at::Tensor expect = at::zeros_like(base);
+      int64_t row0 = 0;
+      for (int r = 0; r < rank; ++r) row0 += plan[r];
+      if (plan[rank] > 0) {
+        expect.narrow(0, row0, plan[rank]).copy_(base.narrow(0, row0, plan[rank]) * (size * (size + 1) / 2));
+      }
+      EXPECT_TRUE(at::equal(t, expect)) << "rank " << rank << " of " << size;
+      // Each row sent once: the tensor's bytes, not an all-reduce's.
+      if (size > 1) EXPECT_EQ(c.bytes() - before, base.nbytes());
+      at::Tensor wrong = base.clone();
+      EXPECT_FALSE(c.ReduceScatterRows(wrong, std::vector<int64_t>(size, 1)).ok());  // rows don't add up
+    });
+  }
+}
+
 TEST(GlooCollectiveTest, ShardedExactSumsEqualOneProcessBitForBit) {
   at::manual_seed(5);
   std::vector<at::Tensor> batches;

@@ -71,7 +71,7 @@ TEST(NcclCollectiveTest, TwoRanksSumAndGatherLikeOneProcess) {
   if (CudaDevices() < 2) GTEST_SKIP() << "needs two CUDA devices";
   MemoryRendezvous store;
   const std::vector<int64_t> rows = {3, 0};  // rank 1 holds no rows: the uneven case
-  std::vector<at::Tensor> sums(2), gathers(2);
+  std::vector<at::Tensor> sums(2), gathers(2), scattered(2);
   std::vector<absl::Status> status(2);
   const at::Tensor a = at::randint(-1000, 1000, {7, 5}, at::kLong);
   const at::Tensor b = at::randint(-1000, 1000, {7, 5}, at::kLong);
@@ -90,6 +90,10 @@ TEST(NcclCollectiveTest, TwoRanksSumAndGatherLikeOneProcess) {
       sums[rank] = (rank == 0 ? a : b).clone();
       status[rank] = (*group)->AllReduceSum(sums[rank]);
       if (!status[rank].ok()) return;
+      // Rows 0-2 to rank 0, 3-6 to rank 1.
+      scattered[rank] = (rank == 0 ? a : b).clone();
+      status[rank] = (*group)->ReduceScatterRows(scattered[rank], {3, 4});
+      if (!status[rank].ok()) return;
       auto g = (*group)->AllGatherRows(rank == 0 ? part : part.narrow(0, 0, 0), rows);
       if (!g.ok()) {
         status[rank] = g.status();
@@ -103,6 +107,9 @@ TEST(NcclCollectiveTest, TwoRanksSumAndGatherLikeOneProcess) {
     ASSERT_TRUE(status[rank].ok()) << "rank " << rank << ": " << status[rank];
     EXPECT_TRUE(at::equal(sums[rank], a + b));  // int64: exact
     EXPECT_TRUE(at::equal(gathers[rank], part));
+    at::Tensor expect = at::zeros_like(a);
+    expect.narrow(0, rank == 0 ? 0 : 3, rank == 0 ? 3 : 4).copy_((a + b).narrow(0, rank == 0 ? 0 : 3, rank == 0 ? 3 : 4));
+    EXPECT_TRUE(at::equal(scattered[rank], expect));
   }
 }
 
