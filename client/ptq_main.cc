@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "common/passive_openmp.h"
@@ -53,9 +54,12 @@ int RunEval(const std::string& model_dir, const std::string& text, int64_t seq_l
   ptq::worker::PerplexityOptions po;
   po.seq_len = seq_len;
   po.max_windows = max_windows;
-  ptq::worker::Progress progress("eval", (*model)->config().num_hidden_layers);
+  // The text is evaluated in chunks of windows, each through every block: the step count is known
+  // once the evaluation has split the text.
+  std::optional<ptq::worker::Progress> progress;
   po.on_progress = [&](int64_t done, int64_t total) {
-    progress.Advance(1, "block " + std::to_string(done) + "/" + std::to_string(total));
+    if (!progress) progress.emplace("eval", total);
+    progress->Advance(1, "step " + std::to_string(done) + "/" + std::to_string(total));
   };
   auto result = ptq::worker::EvaluatePerplexity(**model, *tokens, po);
   if (!result.ok()) return Fail(result.status());
