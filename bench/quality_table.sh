@@ -35,6 +35,8 @@ RUNS=(
   "turboboa-2stage-actorder-n8-r4-w3|--method turboboa --scale-init hessian --refine-iters 4 --act-order --static-groups --joint-rows 8 --bits 3"
   "turboboa-2stage-actorder-a0-w4|--method turboboa --residual-alpha 0 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 4"
   "turboboa-2stage-actorder-a0-w3|--method turboboa --residual-alpha 0 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
+  "turboboa-2stage-actorder-a01-w3|--method turboboa --residual-alpha 0.1 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
+  "turboboa-2stage-actorder-seed1-w3|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --seed 1 --bits 3"
   "turboboa-2stage-actorder-a05-w3|--method turboboa --residual-alpha 0.5 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
   "turboboa-2stage-actorder-noseq-w2|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --no-sequential --bits 2"
   "turboboa-2stage-static-w2|--method turboboa --scale-init hessian --refine-iters 2 --static-groups --bits 2"
