@@ -54,24 +54,14 @@ class NcclCollective final : public Collective {
     auto type = NcclType(t.scalar_type());
     if (!type.ok()) return type.status();
     if (t.numel() == 0) return absl::OkStatus();
-    cudaSetDevice(options_.cuda_device);
-    void* data = nullptr;
-    if (t.device().is_cuda()) {
-      data = t.data_ptr();
-    } else {
-      if (auto s = Stage(t.data_ptr(), t.nbytes(), cudaMemcpyHostToDevice); !s.ok()) return s;
-      data = buffer_;
-    }
-    if (auto s = Check(ncclAllReduce(data, data, t.numel(), *type, ncclSum, comm_, stream_),
+    auto data = OnDevice(t);
+    if (!data.ok()) return data.status();
+    if (auto s = Check(ncclAllReduce(*data, *data, t.numel(), *type, ncclSum, comm_, stream_),
                        "all-reduce");
         !s.ok()) {
       return s;
     }
-    if (!t.device().is_cuda()) {
-      cudaError_t e = cudaMemcpyAsync(t.data_ptr(), buffer_, t.nbytes(), cudaMemcpyDeviceToHost, stream_);
-      if (e != cudaSuccess) return CudaError(e, "copy from the device");
-    }
-    if (auto s = Wait("all-reduce"); !s.ok()) return s;
+    if (auto s = FinishInPlace(t, "all-reduce"); !s.ok()) return s;
     Count("all_reduce", t.nbytes());
     return absl::OkStatus();
   }
@@ -83,14 +73,9 @@ class NcclCollective final : public Collective {
     auto type = NcclType(t.scalar_type());
     if (!type.ok()) return type.status();
     if (t.numel() == 0) return absl::OkStatus();
-    cudaSetDevice(options_.cuda_device);
-    uint8_t* data = nullptr;
-    if (t.device().is_cuda()) {
-      data = static_cast<uint8_t*>(t.data_ptr());
-    } else {
-      if (auto s = Stage(t.data_ptr(), t.nbytes(), cudaMemcpyHostToDevice); !s.ok()) return s;
-      data = static_cast<uint8_t*>(buffer_);
-    }
+    auto device_data = OnDevice(t);
+    if (!device_data.ok()) return device_data.status();
+    uint8_t* data = *device_data;
     const int64_t row_elements = t.numel() / t.size(0);
     const int64_t row_bytes = row_elements * static_cast<int64_t>(t.element_size());
     ncclGroupStart();
@@ -108,11 +93,7 @@ class NcclCollective final : public Collective {
       row0 += rows[r];
     }
     if (auto s = Check(ncclGroupEnd(), "reduce-scatter"); !s.ok()) return s;
-    if (!t.device().is_cuda()) {
-      cudaError_t e = cudaMemcpyAsync(t.data_ptr(), buffer_, t.nbytes(), cudaMemcpyDeviceToHost, stream_);
-      if (e != cudaSuccess) return CudaError(e, "copy from the device");
-    }
-    if (auto s = Wait("reduce-scatter"); !s.ok()) return s;
+    if (auto s = FinishInPlace(t, "reduce-scatter"); !s.ok()) return s;
     ZeroRowsOfOtherRanks(t, rows, rank_);
     Count("reduce_scatter", t.nbytes());
     return absl::OkStatus();
@@ -195,10 +176,24 @@ class NcclCollective final : public Collective {
     return absl::OkStatus();
   }
 
-  absl::Status Stage(const void* host, size_t bytes, cudaMemcpyKind kind) {
-    if (auto s = Reserve(bytes); !s.ok()) return s;
-    cudaError_t e = cudaMemcpyAsync(buffer_, host, bytes, kind, stream_);
-    return e == cudaSuccess ? absl::OkStatus() : CudaError(e, "copy to the device");
+  // Where an in-place collective on `t` works: its own memory on the GPU, or the staging buffer
+  // holding a copy of a CPU tensor.
+  absl::StatusOr<uint8_t*> OnDevice(at::Tensor& t) {
+    cudaSetDevice(options_.cuda_device);
+    if (t.device().is_cuda()) return static_cast<uint8_t*>(t.data_ptr());
+    if (auto s = Reserve(t.nbytes()); !s.ok()) return s;
+    cudaError_t e = cudaMemcpyAsync(buffer_, t.data_ptr(), t.nbytes(), cudaMemcpyHostToDevice, stream_);
+    if (e != cudaSuccess) return CudaError(e, "copy to the device");
+    return static_cast<uint8_t*>(buffer_);
+  }
+
+  // After an in-place collective: a CPU tensor gets the staging buffer back; then waits for the stream.
+  absl::Status FinishInPlace(at::Tensor& t, const char* what) {
+    if (!t.device().is_cuda()) {
+      cudaError_t e = cudaMemcpyAsync(t.data_ptr(), buffer_, t.nbytes(), cudaMemcpyDeviceToHost, stream_);
+      if (e != cudaSuccess) return CudaError(e, "copy from the device");
+    }
+    return Wait(what);
   }
 
   absl::Status Check(ncclResult_t result, const char* what) {
