@@ -28,8 +28,13 @@ class SingleProcessCollective final : public Collective {
 
 absl::Status CheckRowPlan(const at::Tensor& tensor, const std::vector<int64_t>& rows_per_rank, int size) {
   int64_t total = 0;
-  for (int64_t r : rows_per_rank) total += r < 0 ? tensor.size(0) + 1 : r;
-  if (static_cast<int>(rows_per_rank.size()) != size || tensor.dim() == 0 || total != tensor.size(0)) {
+  bool negative = false;
+  for (int64_t r : rows_per_rank) {
+    negative |= r < 0;
+    total += r;
+  }
+  if (static_cast<int>(rows_per_rank.size()) != size || tensor.dim() == 0 || negative ||
+      total != tensor.size(0)) {
     return absl::InvalidArgumentError(absl::StrCat("row plan for ", rows_per_rank.size(),
                                                    " ranks does not split ", tensor.dim() ? tensor.size(0) : 0,
                                                    " rows over ", size));
