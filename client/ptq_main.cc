@@ -113,6 +113,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
         {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
         {"sequential", o.sequential},
         {"refine_iters", o.refine_iters},
+        {"requant_passes", o.requant_passes},
         {"scale_init", o.scale_init},
         {"bits", o.gptq.grid.bits},
         {"group_size", o.gptq.group_size},

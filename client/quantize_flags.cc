@@ -23,6 +23,10 @@ void AddQuantizeFlags(CLI::App* quantize, QuantizeFlags* flags) {
   quantize->add_option("--refine-iters", q.refine_iters,
                        "coordinate-descent sweeps refining group scales after quantization (0: off)")
       ->capture_default_str();
+  quantize->add_option("--requant-passes", q.requant_passes,
+                       "after refining, quantize again on the refined scales this many times; each "
+                       "head or row chunk keeps its lowest-loss pass (needs --refine-iters)")
+      ->capture_default_str();
   quantize->add_option("--scale-init", q.scale_init,
                        "group scales before quantizing: minmax, hessian (diag(H)-weighted search) or "
                        "hessian-block (the group's full H block)")

@@ -23,7 +23,8 @@ double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, cons
 
 absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
                                             const std::vector<at::Tensor>& h_out,
-                                            const BoaOptions& o, const std::string& what) {
+                                            const BoaOptions& o, const std::string& what,
+                                            const FixedGrids* grids) {
   const int64_t heads = static_cast<int64_t>(h_out.size());
   if (heads == 0 || weight.size(0) % heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", weight.size(0),
@@ -43,8 +44,11 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
     for (int64_t r1 = 0; r1 < hd; r1 += o.joint_rows) {
       const int64_t r2 = std::min(r1 + o.joint_rows, hd);
       at::Tensor rows = w.narrow(0, r1, r2 - r1);
+      FixedGrids block_grids;
+      if (grids != nullptr) block_grids = grids->Rows(h * hd + r1, r2 - r1);
       PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
-                           GptqQuantizeWithFactor(rows.to(at::kFloat), factor, o.gptq, head_name));
+                           GptqQuantizeWithFactor(rows.to(at::kFloat), factor, o.gptq, head_name,
+                                                  grids != nullptr ? &block_grids : nullptr));
       if (r2 < hd) {
         // Closed-form compensation of the remaining rows for the whole block's error.
         at::Tensor e = rows - q.weight.to(at::kDouble);           // [n, in]
@@ -63,7 +67,8 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
 
 absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
                                                  const std::vector<at::Tensor>& h_in_per_head,
-                                                 const GptqOptions& o, const std::string& what) {
+                                                 const GptqOptions& o, const std::string& what,
+                                                 const FixedGrids* grids) {
   const int64_t heads = static_cast<int64_t>(h_in_per_head.size());
   if (heads == 0 || weight.size(0) % heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", weight.size(0),
@@ -78,9 +83,12 @@ absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
   std::vector<QuantizedLinear> parts;
   double loss = 0;
   for (int64_t h = 0; h < heads; ++h) {
+    FixedGrids head_grids;
+    if (grids != nullptr) head_grids = grids->Rows(h * hd, hd);
     PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
                          GptqQuantize(weight.narrow(0, h * hd, hd), h_in_per_head[h], o,
-                                      absl::StrCat(what, " head ", h)));
+                                      absl::StrCat(what, " head ", h),
+                                      grids != nullptr ? &head_grids : nullptr));
     loss += q.loss;
     parts.push_back(std::move(q));
   }

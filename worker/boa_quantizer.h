@@ -24,9 +24,11 @@ struct BoaOptions {
 };
 
 // weight: [heads * head_dim, in]; h_in: [in, in]; h_out: one [head_dim, head_dim] per head.
+// grids: nullptr, or fixed grids for all rows of `weight` (an earlier pass's refined scales).
 absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
                                             const std::vector<at::Tensor>& h_out,
-                                            const BoaOptions& options, const std::string& what);
+                                            const BoaOptions& options, const std::string& what,
+                                            const FixedGrids* grids = nullptr);
 
 // W_v with BoA's value-block Hessians: the rows of key/value head h quantized by GPTQ with their own
 // H_in (worker/value_statistics.h). weight: [kv_heads * head_dim, in]. The loss is the sum of the
@@ -34,7 +36,8 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
 // static groups keep g_idx in column order.
 absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
                                                  const std::vector<at::Tensor>& h_in_per_head,
-                                                 const GptqOptions& options, const std::string& what);
+                                                 const GptqOptions& options, const std::string& what,
+                                                 const FixedGrids* grids = nullptr);
 
 // sum over heads of tr((W - Q)_h H_in (W - Q)_h^T H_out_h): the objective BoA minimises.
 double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,

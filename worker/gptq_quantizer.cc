@@ -65,14 +65,19 @@ absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOpti
   return f;
 }
 
+FixedGrids FixedGrids::Rows(int64_t row0, int64_t rows) const {
+  return FixedGrids{scales.narrow(0, row0, rows), zeros.narrow(0, row0, rows), g_idx};
+}
+
 absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at::Tensor& hessian,
-                                             const GptqOptions& opt, const std::string& what) {
+                                             const GptqOptions& opt, const std::string& what,
+                                             const FixedGrids* grids) {
   if (hessian.dim() != 2 || hessian.size(0) != weight.size(1) || hessian.size(1) != weight.size(1)) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": Hessian shape does not match weight"));
   }
   auto factor = PrepareGptq(hessian, opt, what);
   if (!factor.ok()) return factor.status();
-  auto out = GptqQuantizeWithFactor(weight, *factor, opt, what);
+  auto out = GptqQuantizeWithFactor(weight, *factor, opt, what, grids);
   if (out.ok()) out->loss = LayerLoss(weight, out->weight, hessian);
   return out;
 }
@@ -80,7 +85,8 @@ absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at:
 absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
                                                        const GptqFactor& factor,
                                                        const GptqOptions& opt,
-                                                       const std::string& what) {
+                                                       const std::string& what,
+                                                       const FixedGrids* fixed) {
   const int64_t rows = weight.size(0);
   const int64_t cols = weight.size(1);
   if (factor.u.size(0) != cols) {
@@ -97,23 +103,51 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
   w.masked_fill_(factor.dead.unsqueeze(0), 0.0f);
 
   // Static groups: grids from the (dead-zeroed) original weights, per original column group.
+  const at::Tensor& perm = factor.perm;
+  const int64_t* pperm = perm.data_ptr<int64_t>();
+  const float* pdiag = factor.diag.defined() ? factor.diag.data_ptr<float>() : nullptr;
+
+  // Grids fixed before the loop, [row * groups + group], and the group of each original column:
+  // given ones, or static groups. Static groups are fitted on the (dead-zeroed) original weights,
+  // per original column group, with the same stage-1 search as dynamic groups (diag H as
+  // importances when hessian_search is on; factor.diag is in quantization order, so put it back in
+  // column order first).
   std::vector<GridParams> static_grids;
-  if (opt.static_groups && grouped) {
-    at::Tensor wc = w.contiguous();
+  std::vector<int64_t> column_group(cols);
+  for (int64_t j = 0; j < cols; ++j) column_group[j] = j / g;
+  if (fixed != nullptr) {
+    if (fixed->scales.size(0) != rows || fixed->scales.size(1) != groups ||
+        fixed->zeros.sizes() != fixed->scales.sizes() || fixed->g_idx.numel() != cols) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": the fixed grids do not match the layer's rows and groups"));
+    }
+    at::Tensor gs = fixed->scales.to(at::kFloat).contiguous();
+    at::Tensor gz = fixed->zeros.to(at::kFloat).contiguous();
+    at::Tensor gi = fixed->g_idx.to(at::kLong).contiguous();
     static_grids.resize(rows * groups);
-    std::vector<float> buf(g);
+    for (int64_t k = 0; k < rows * groups; ++k) {
+      static_grids[k] = GridParams{gs.data_ptr<float>()[k], gz.data_ptr<float>()[k]};
+    }
+    for (int64_t j = 0; j < cols; ++j) column_group[j] = gi.data_ptr<int64_t>()[j];
+  } else if (opt.static_groups && grouped) {
+    at::Tensor wc = w.contiguous();
+    std::vector<float> diag_by_column;
+    if (pdiag != nullptr) {
+      diag_by_column.resize(cols);
+      for (int64_t j = 0; j < cols; ++j) diag_by_column[pperm[j]] = pdiag[j];
+    }
+    static_grids.resize(rows * groups);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t gi = 0; gi < groups; ++gi) {
-        static_grids[r * groups + gi] = FitGrid(wc.data_ptr<float>() + r * cols + gi * g,
-                                                std::min(g, cols - gi * g), opt.grid);
+        static_grids[r * groups + gi] =
+            FitGrid(wc.data_ptr<float>() + r * cols + gi * g, std::min(g, cols - gi * g), opt.grid,
+                    diag_by_column.empty() ? nullptr : diag_by_column.data() + gi * g);
       }
     }
   }
 
-  const at::Tensor& perm = factor.perm;
   if (opt.act_order) w = w.index_select(1, perm);
   const at::Tensor& u = factor.u;
-  const int64_t* pperm = perm.data_ptr<int64_t>();
 
   // Blocks hold whole groups, so a group's grid is always fitted on fully compensated weights.
   int64_t block = opt.block_size;
@@ -127,8 +161,7 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
   float* pz = zeros.data_ptr<float>();
 
   std::vector<GridParams> row_grid(rows);
-  const float* pdiag = factor.diag.defined() ? factor.diag.data_ptr<float>() : nullptr;
-  if (!grouped) {  // per-channel: one grid per row from the weights before any compensation
+  if (!grouped && static_grids.empty()) {  // per-channel: one grid per row, before any compensation
     at::Tensor wc = w.contiguous();
     for (int64_t r = 0; r < rows; ++r) {
       row_grid[r] = FitGrid(wc.data_ptr<float>() + r * cols, cols, opt.grid, pdiag);
@@ -183,7 +216,7 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
         }
       }
       if (!static_grids.empty()) {
-        const int64_t orig_group = pperm[c] / g;
+        const int64_t orig_group = column_group[pperm[c]];
         for (int64_t r = 0; r < rows; ++r) row_grid[r] = static_grids[r * groups + orig_group];
       }
       const float d = pu[c * cols + c];
@@ -221,7 +254,7 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
   at::Tensor g_idx = at::empty({cols}, at::kInt);
   int32_t* pg = g_idx.data_ptr<int32_t>();
   for (int64_t j = 0; j < cols; ++j) {
-    pg[pperm[j]] = static_cast<int32_t>(static_grids.empty() ? j / g : pperm[j] / g);
+    pg[pperm[j]] = static_cast<int32_t>(static_grids.empty() ? j / g : column_group[pperm[j]]);
   }
   out.g_idx = g_idx;
   if (!static_grids.empty()) {

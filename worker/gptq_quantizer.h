@@ -35,15 +35,29 @@ struct GptqFactor {
 };
 absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& options,
                                        const std::string& what);
+// Grids decided before the column loop, e.g. the refined scales of an earlier pass over the same
+// rows (`--requant-passes`): used as they are, no grid is fitted. A column's grid is
+// [row, g_idx[column]], so act-order's permuted groups carry over too.
+struct FixedGrids {
+  at::Tensor scales;  // [rows, groups] float32
+  at::Tensor zeros;   // [rows, groups] float32, integer-valued
+  at::Tensor g_idx;   // [in] int32
+  // The grids of rows [row0, row0 + rows).
+  FixedGrids Rows(int64_t row0, int64_t rows) const;
+};
+
 // GPTQ of `weight` rows with a prepared factor; QuantizedLinear::loss is left 0.
+// grids: nullptr, or fixed grids for exactly these rows.
 absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
                                                        const GptqFactor& factor,
                                                        const GptqOptions& options,
-                                                       const std::string& what);
+                                                       const std::string& what,
+                                                       const FixedGrids* grids = nullptr);
 
 // weight: [out, in]; hessian: [in, in] (any float dtype), H = (2/n) sum x x^T.
 absl::StatusOr<QuantizedLinear> GptqQuantize(const at::Tensor& weight, const at::Tensor& hessian,
                                              const GptqOptions& options,
-                                             const std::string& what = "layer");
+                                             const std::string& what = "layer",
+                                             const FixedGrids* grids = nullptr);
 
 }  // namespace ptq::worker

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/boa_quantizer.h"
@@ -35,12 +37,70 @@ double SumHeads(const at::Tensor& target, const at::Tensor& q, const std::vector
   return loss;
 }
 
+// One pass of the layer's method over this rank's rows, scales refined: the rows and, per unit,
+// the objective the method minimises (Kronecker loss of a q/k head, value-block loss of a v head,
+// the H-weighted loss of a row chunk). grids: nullptr, or the grids of these rows to reuse.
+struct Pass {
+  QuantizedLinear q;
+  std::vector<double> objective;
+};
+
+absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
+                                  const at::Tensor& target, const std::vector<RowUnit>& units,
+                                  size_t first, size_t last, const GptqFactor* factor,
+                                  const FixedGrids* grids) {
+  const int64_t r0 = units[first].row0;
+  const int64_t hd = p.head_dim;
+  const size_t h0 = static_cast<size_t>(r0 / std::max<int64_t>(hd, 1));
+  const size_t nh = last - first;
+  auto unit_rows = [&](const at::Tensor& t, size_t u) {
+    return t.narrow(0, units[u].row0 - r0, units[u].rows);
+  };
+  Pass pass;
+  if (!p.h_out.empty()) {  // BoA/TurboBoA q/k: heads are independent given their H_out
+    std::vector<at::Tensor> h_out(p.h_out.begin() + h0, p.h_out.begin() + h0 + nh);
+    BoaOptions bo;
+    bo.gptq = s.gptq;
+    bo.joint_rows = s.joint_rows;
+    PTQ_ASSIGN_OR_RETURN(pass.q, BoaQuantize(target, p.hessian, h_out, bo, p.name, grids));
+    if (s.refine_iters > 0) {
+      RefineGroupScalesKronecker(pass.q, target, p.hessian, h_out, s.refine_iters);
+    }
+    for (size_t u = first; u < last; ++u) {
+      pass.objective.push_back(KroneckerLoss(unit_rows(target, u), unit_rows(pass.q.weight, u),
+                                             p.hessian, {h_out[u - first]}));
+    }
+  } else if (!p.h_value.empty()) {
+    std::vector<at::Tensor> h_v(p.h_value.begin() + h0, p.h_value.begin() + h0 + nh);
+    PTQ_ASSIGN_OR_RETURN(pass.q, BoaValueQuantize(target, h_v, s.gptq, p.name, grids));
+    if (s.refine_iters > 0) RefineGroupScalesPerHead(pass.q, target, h_v, s.refine_iters);
+    for (size_t u = first; u < last; ++u) {
+      pass.objective.push_back(
+          LayerLoss(unit_rows(target, u), unit_rows(pass.q.weight, u), h_v[u - first]));
+    }
+  } else {  // GPTQ: one factor, rows unit by unit
+    std::vector<QuantizedLinear> parts;
+    for (size_t u = first; u < last; ++u) {
+      at::Tensor t = unit_rows(target, u);
+      FixedGrids unit_grids;
+      if (grids != nullptr) unit_grids = grids->Rows(units[u].row0 - r0, units[u].rows);
+      PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
+                           GptqQuantizeWithFactor(t, *factor, s.gptq, p.name,
+                                                  grids != nullptr ? &unit_grids : nullptr));
+      pass.objective.push_back(s.refine_iters > 0 ? RefineGroupScales(q, t, p.hessian, s.refine_iters)
+                                                  : LayerLoss(t, q.weight, p.hessian));
+      parts.push_back(std::move(q));
+    }
+    pass.q = ConcatRows(parts);
+  }
+  return pass;
+}
+
 // Quantizes this rank's units [first, last) of the layer.
 absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerSettings& s,
                                              const std::vector<RowUnit>& units, size_t first,
                                              size_t last) {
   const int64_t r0 = units[first].row0;
-  const int64_t rows = units[last - 1].row0 + units[last - 1].rows - r0;
   // Target rows, unit by unit: W + W R.
   std::vector<at::Tensor> target_parts;
   for (size_t u = first; u < last; ++u) {
@@ -57,36 +117,39 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
   const bool value_heads = !p.h_value.empty();
   const int64_t hd = p.head_dim;
   const size_t h0 = static_cast<size_t>(r0 / std::max<int64_t>(hd, 1));
-  const size_t nh = static_cast<size_t>(rows / std::max<int64_t>(hd, 1));
+  const size_t nh = last - first;
   if (s.rtn) {
     out.q = RtnQuantize(target, s.gptq.grid, s.gptq.group_size);
-  } else if (kronecker) {  // BoA/TurboBoA q/k: heads are independent given their H_out
-    std::vector<at::Tensor> h_out(p.h_out.begin() + h0, p.h_out.begin() + h0 + nh);
-    BoaOptions bo;
-    bo.gptq = s.gptq;
-    bo.joint_rows = s.joint_rows;
-    PTQ_ASSIGN_OR_RETURN(out.q, BoaQuantize(target, p.hessian, h_out, bo, p.name));
-    if (s.refine_iters > 0) {
-      RefineGroupScalesKronecker(out.q, target, p.hessian, h_out, s.refine_iters);
+  } else {
+    std::optional<GptqFactor> factor;
+    if (!kronecker && !value_heads) {
+      PTQ_ASSIGN_OR_RETURN(factor, PrepareGptq(p.hessian, s.gptq, p.name));
     }
-    out.loss = LayerLoss(target, out.q.weight, p.hessian);
-  } else if (value_heads) {
-    std::vector<at::Tensor> h_v(p.h_value.begin() + h0, p.h_value.begin() + h0 + nh);
-    PTQ_ASSIGN_OR_RETURN(out.q, BoaValueQuantize(target, h_v, s.gptq, p.name));
-    out.loss = out.q.loss;
-    if (s.refine_iters > 0) out.loss = RefineGroupScalesPerHead(out.q, target, h_v, s.refine_iters);
-  } else {  // GPTQ: one factor, rows unit by unit
-    PTQ_ASSIGN_OR_RETURN(GptqFactor factor, PrepareGptq(p.hessian, s.gptq, p.name));
-    std::vector<QuantizedLinear> parts;
-    for (size_t u = first; u < last; ++u) {
-      at::Tensor t = target.narrow(0, units[u].row0 - r0, units[u].rows);
-      PTQ_ASSIGN_OR_RETURN(QuantizedLinear q, GptqQuantizeWithFactor(t, factor, s.gptq, p.name));
-      q.loss = s.refine_iters > 0 ? RefineGroupScales(q, t, p.hessian, s.refine_iters)
-                                  : LayerLoss(t, q.weight, p.hessian);
-      out.loss += q.loss;
-      parts.push_back(std::move(q));
+    const GptqFactor* f = factor ? &*factor : nullptr;
+    PTQ_ASSIGN_OR_RETURN(Pass best, QuantizePass(p, s, target, units, first, last, f, nullptr));
+    // --requant-passes: quantize again on the refined grids of the best pass so far, so the integers
+    // adapt to the scales stage 2 chose; each unit keeps the pass with its lowest objective, so its
+    // loss never rises. Decided unit by unit, so any number of workers gives the same rows.
+    for (int k = 0; k < s.requant_passes; ++k) {
+      const FixedGrids grids{best.q.scales, best.q.zeros, best.q.g_idx};
+      PTQ_ASSIGN_OR_RETURN(Pass next, QuantizePass(p, s, target, units, first, last, f, &grids));
+      for (size_t u = first; u < last; ++u) {
+        if (!(next.objective[u - first] < best.objective[u - first])) continue;
+        best.objective[u - first] = next.objective[u - first];
+        const int64_t row = units[u].row0 - r0;
+        for (at::Tensor QuantizedLinear::*field :
+             {&QuantizedLinear::weight, &QuantizedLinear::codes, &QuantizedLinear::scales,
+              &QuantizedLinear::zeros}) {
+          (best.q.*field).narrow(0, row, units[u].rows).copy_((next.q.*field).narrow(0, row, units[u].rows));
+        }
+      }
     }
-    out.q = ConcatRows(parts);
+    out.q = std::move(best.q);
+    if (kronecker) {
+      out.loss = LayerLoss(target, out.q.weight, p.hessian);  // the report compares with GPTQ's H_in
+    } else {
+      for (double v : best.objective) out.loss += v;
+    }
   }
   out.q.loss = out.loss;
   if (p.hessian.defined()) {

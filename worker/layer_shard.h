@@ -45,6 +45,7 @@ struct LayerSettings {
   GptqOptions gptq;
   int64_t joint_rows = 16;  // BoA/TurboBoA rows per step
   int refine_iters = 0;
+  int requant_passes = 0;  // extra passes on the refined grids; each unit keeps its best pass
   bool rtn = false;
 };
 

@@ -214,6 +214,7 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
           {"format", o.format},
           {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
           {"refine_iters", o.refine_iters},
+          {"requant_passes", o.requant_passes},
           {"scale_init", o.scale_init},
           {"residual_alpha", EffectiveResidualAlpha(o)},
           {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
@@ -288,6 +289,14 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   if (o.refine_iters < 0 || o.refine_iters > kMaxRefineIters) {
     return absl::InvalidArgumentError(
         absl::StrCat("--refine-iters must be between 0 and ", kMaxRefineIters));
+  }
+  if (o.requant_passes < 0 || o.requant_passes > kMaxRequantPasses) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--requant-passes must be between 0 and ", kMaxRequantPasses));
+  }
+  if (o.requant_passes > 0 && o.refine_iters == 0) {
+    return absl::InvalidArgumentError(
+        "--requant-passes quantizes again on the refined scales: it needs --refine-iters > 0");
   }
   if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) {
     return absl::InvalidArgumentError("--residual-alpha must be between 0 (off) and 1 (exact target)");
@@ -597,6 +606,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         settings.gptq = gptq_options;
         settings.joint_rows = o.method == "boa" ? 1 : o.joint_rows;
         settings.refine_iters = o.refine_iters;
+        settings.requant_passes = o.requant_passes;
         settings.rtn = o.method == "rtn";
         PTQ_ASSIGN_OR_RETURN(QuantizedLayer quantized, QuantizeLayer(problem, settings, *group));
         QuantizedLinear& q = quantized.q;

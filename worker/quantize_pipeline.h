@@ -72,6 +72,10 @@ struct QuantizeOptions {
   // Two-stage group scales, stage 2: coordinate-descent sweeps over the scales once the integers are
   // fixed (0: off). Applies to every method except rtn.
   int refine_iters = 0;
+  // Alternation of the integers and the scales: after stage 2, quantize each layer again on the
+  // refined grids (the integers adapt to the scales) and refine again, this many extra times; each
+  // head or row chunk keeps the pass with its lowest loss. Needs refine_iters > 0.
+  int requant_passes = 0;
   // Two-stage group scales, stage 1: "minmax" (default), or "hessian": each group's scale searched
   // (range shrink as --mse) to minimise its diag(H_in)-weighted error. Not for rtn.
   std::string scale_init = "minmax";
@@ -126,10 +130,12 @@ double EffectiveResidualAlpha(const QuantizeOptions& options);
 
 // Limits a request cannot exceed, so one job cannot exhaust a worker's memory or time before it
 // starts: calibration tokens (samples x seq_len; 32 M, 128x the usual 128 x 2048), the tokens of one
-// window (calibration or evaluation), and scale-refinement sweeps (each costs about one GPTQ pass).
+// window (calibration or evaluation), scale-refinement sweeps and requantization passes (each
+// costs about one GPTQ pass).
 inline constexpr int64_t kMaxCalibrationTokens = int64_t{1} << 25;
 inline constexpr int64_t kMaxSequenceLength = int64_t{1} << 20;
 inline constexpr int kMaxRefineIters = 64;
+inline constexpr int kMaxRequantPasses = 8;
 
 // Checks options against the model: method, bits, group size dividing every layer's input size,
 // finite damping and residual alpha, and the limits above.

@@ -43,6 +43,7 @@ v1::JobSpec SpecFromQuantizeOptions(const QuantizeOptions& o) {
   s.set_damp(o.gptq.damp);
   s.set_joint_rows(o.joint_rows);
   s.set_refine_iters(o.refine_iters);
+  s.set_requant_passes(o.requant_passes);
   s.set_scale_init(o.scale_init);
   s.set_partial_groups(o.partial_groups);
   if (o.residual_alpha >= 0) s.set_residual_alpha(o.residual_alpha);
@@ -76,6 +77,7 @@ QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& s) {
   if (s.has_damp()) o.gptq.damp = s.damp();
   if (s.has_joint_rows()) o.joint_rows = s.joint_rows();
   o.refine_iters = s.refine_iters();
+  o.requant_passes = s.requant_passes();
   if (!s.scale_init().empty()) o.scale_init = s.scale_init();
   o.partial_groups = s.partial_groups();
   if (s.has_residual_alpha()) o.residual_alpha = s.residual_alpha();

@@ -70,6 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (o.joint_rows < 1 || o.refine_iters < 0 || o.refine_iters > ptq::worker::kMaxRefineIters) {
     __builtin_trap();
   }
+  if (o.requant_passes < 0 || o.requant_passes > ptq::worker::kMaxRequantPasses) __builtin_trap();
 
   // Round trip: the spec a worker receives runs the same options.
   const ptq::worker::QuantizeOptions again =

@@ -40,6 +40,7 @@ QuantizeOptions Options(const std::string& method, const std::string& out) {
   o.gptq.group_size = 64;
   if (method == "turboboa") {
     o.refine_iters = 1;
+    o.requant_passes = 1;  // per-unit choice between passes: must not depend on the group size
     o.residual_alpha = 0.25;
   }
   return o;

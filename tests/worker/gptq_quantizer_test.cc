@@ -172,6 +172,64 @@ TEST(GptqQuantizerTest, StaticGroupsKeepOriginalColumnGroups) {
   EXPECT_TRUE(at::equal(q->scales, RtnQuantize(w, o.grid, 16).scales));
 }
 
+TEST(GptqQuantizerTest, StaticGroupsUseTheHessianWeightedSearchInColumnOrder) {
+  // `--scale-init hessian` with static groups: each group's grid is the diag(H)-weighted search on
+  // the original weights, with the importances of the group's own columns (not of the columns that
+  // act-order happens to quantize at those positions).
+  at::manual_seed(21);
+  at::Tensor w = at::randn({8, 64});
+  at::Tensor h = RandomHessian(64, 200, 22);
+  h.diagonal().mul_(at::rand({64}, at::kDouble) * 20 + 0.05);  // strongly unequal importances
+  h = (h + h.t()) / 2;
+  GptqOptions o = Options(3, 16, /*act_order=*/true);
+  o.static_groups = true;
+  o.grid.mse = true;
+  o.grid.hessian_search = true;
+  auto q = GptqQuantize(w, h, o);
+  ASSERT_TRUE(q.ok()) << q.status();
+  at::Tensor diag = h.diagonal().to(at::kFloat).contiguous();
+  at::Tensor wc = w.contiguous();
+  int differs_from_unweighted = 0;
+  for (int64_t r = 0; r < 8; ++r) {
+    for (int64_t gi = 0; gi < 4; ++gi) {
+      const float* wg = wc.data_ptr<float>() + r * 64 + gi * 16;
+      GridParams want = FitGrid(wg, 16, o.grid, diag.data_ptr<float>() + gi * 16);
+      EXPECT_EQ(q->scales[r][gi].item<float>(), want.scale) << r << " " << gi;
+      EXPECT_EQ(q->zeros[r][gi].item<float>(), want.zero) << r << " " << gi;
+      if (FitGrid(wg, 16, o.grid).scale != want.scale) ++differs_from_unweighted;
+    }
+  }
+  EXPECT_GT(differs_from_unweighted, 0);  // the problem is one where the weighting matters
+}
+
+TEST(GptqQuantizerTest, FixedGridsReproduceTheRunTheyCameFrom) {
+  // Handing a static-groups run its own grids (and act-order's g_idx) must give the same codes:
+  // the fixed-grid path looks grids up per column exactly as static groups do. Per channel too.
+  at::manual_seed(23);
+  at::Tensor w = at::randn({10, 64});
+  at::Tensor h = RandomHessian(64, 200, 24);
+  for (int64_t group : {int64_t{16}, int64_t{-1}}) {
+    GptqOptions o = Options(3, group, /*act_order=*/true);
+    o.static_groups = true;
+    auto first = GptqQuantize(w, h, o);
+    ASSERT_TRUE(first.ok()) << first.status();
+    FixedGrids grids{first->scales, first->zeros, first->g_idx};
+    o.static_groups = false;  // the grids come from `grids`, not from a fit
+    auto again = GptqQuantize(w, h, o, "layer", &grids);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_TRUE(at::equal(again->codes, first->codes)) << group;
+    EXPECT_TRUE(at::equal(again->scales, first->scales)) << group;
+    EXPECT_TRUE(at::equal(again->g_idx, first->g_idx)) << group;
+    // Different grids change the result: scales halved give other codes.
+    FixedGrids halved{first->scales / 2, first->zeros, first->g_idx};
+    auto other = GptqQuantize(w, h, o, "layer", &halved);
+    ASSERT_TRUE(other.ok());
+    EXPECT_FALSE(at::equal(other->codes, first->codes)) << group;
+  }
+  FixedGrids wrong{at::ones({10, 3}), at::ones({10, 3}), at::zeros({64}, at::kInt)};
+  EXPECT_FALSE(GptqQuantize(w, h, Options(3, 16), "layer", &wrong).ok());
+}
+
 TEST(GptqQuantizerTest, RowsSplitInTwoGiveIdenticalResults) {
   at::manual_seed(17);
   at::Tensor w = at::randn({30, 64});

@@ -21,6 +21,7 @@ void ExpectSameOptions(const QuantizeOptions& a, const QuantizeOptions& b) {
   EXPECT_EQ(a.method, b.method);
   EXPECT_EQ(a.joint_rows, b.joint_rows);
   EXPECT_EQ(a.refine_iters, b.refine_iters);
+  EXPECT_EQ(a.requant_passes, b.requant_passes);
   EXPECT_EQ(a.scale_init, b.scale_init);
   EXPECT_EQ(a.format, b.format);
   EXPECT_EQ(a.gptq.grid.bits, b.gptq.grid.bits);
@@ -53,6 +54,7 @@ TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
   o.method = "turboboa";
   o.joint_rows = 8;
   o.refine_iters = 2;
+  o.requant_passes = 3;
   o.scale_init = "hessian";
   o.format = "dequantized";
   o.gptq.grid.bits = 3;
@@ -135,6 +137,12 @@ TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
   refused([](v1::JobSpec& s) { s.set_seq_len(kMaxSequenceLength + 1); s.set_samples(1); });
   refused([](v1::JobSpec& s) { s.set_batch_windows(INT64_MAX); });  // (samples + batch - 1) overflows
   refused([](v1::JobSpec& s) { s.set_refine_iters(kMaxRefineIters + 1); });
+  refused([](v1::JobSpec& s) { s.set_refine_iters(1); s.set_requant_passes(kMaxRequantPasses + 1); });
+  refused([](v1::JobSpec& s) { s.set_requant_passes(-1); });
+  // Requantizing on refined scales needs the refinement.
+  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_refine_iters(0); s.set_requant_passes(1); })
+                .find("--refine-iters"),
+            std::string::npos);
   refused([](v1::JobSpec& s) { s.set_eval_seq_len(-1); });
   refused([](v1::JobSpec& s) { s.set_eval_max_windows(-5); });
   // The limits themselves are allowed.
@@ -142,6 +150,7 @@ TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
   at_limit.set_samples(kMaxCalibrationTokens / 256);
   at_limit.set_seq_len(256);
   at_limit.set_refine_iters(kMaxRefineIters);
+  at_limit.set_requant_passes(kMaxRequantPasses);
   EXPECT_TRUE(ValidateQuantizeSpec(at_limit).ok()) << ValidateQuantizeSpec(at_limit);
 }
 
