@@ -102,7 +102,6 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
   at::Tensor w = weight.to(at::kFloat).clone();
   w.masked_fill_(factor.dead.unsqueeze(0), 0.0f);
 
-  // Static groups: grids from the (dead-zeroed) original weights, per original column group.
   const at::Tensor& perm = factor.perm;
   const int64_t* pperm = perm.data_ptr<int64_t>();
   const float* pdiag = factor.diag.defined() ? factor.diag.data_ptr<float>() : nullptr;
