@@ -102,29 +102,11 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
       layers.push_back({{"name", l.name}, {"loss", l.loss}, {"relative_loss", l.relative_loss},
                         {"rtn_relative_loss", l.rtn_relative_loss}, {"seconds", l.seconds}});
     }
-    nlohmann::json j = {
+    nlohmann::json j = ptq::worker::OptionsJson(o);
+    j.update({
         {"model", o.model_dir},
         {"calib", o.calib_path},
         {"out", r.out_dir},
-        {"method", o.method},
-        {"format", o.format},
-        {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
-        {"residual_alpha", ptq::worker::EffectiveResidualAlpha(o)},
-        {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
-        {"sequential", o.sequential},
-        {"refine_iters", o.refine_iters},
-        {"requant_passes", o.requant_passes},
-        {"scale_init", o.scale_init},
-        {"bits", o.gptq.grid.bits},
-        {"group_size", o.gptq.group_size},
-        {"sym", o.gptq.grid.sym},
-        {"mse_grid", o.gptq.grid.mse},
-        {"act_order", o.gptq.act_order},
-        {"static_groups", o.gptq.static_groups},
-        {"damp_percent", o.gptq.damp},
-        {"samples", o.samples},
-        {"seq_len", o.seq_len},
-        {"seed", o.seed},
         {"seconds", r.seconds},
         {"phase_seconds",
          {{"forward", r.forward_seconds},
@@ -138,7 +120,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
         {"collective_bytes_rank0", r.collective_bytes},
         {"peak_rss_mib", PeakRssMiB()},
         {"threads", at::get_num_threads()},
-        {"layers", layers}};
+        {"layers", layers}});
     if (r.perplexity_fp >= 0) j["perplexity_fp"] = r.perplexity_fp;
     if (r.perplexity_quant >= 0) j["perplexity_quant"] = r.perplexity_quant;
     std::cout << j.dump() << std::endl;

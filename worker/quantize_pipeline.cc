@@ -209,28 +209,6 @@ absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
   return absl::OkStatus();
 }
 
-nlohmann::json OptionsJson(const QuantizeOptions& o) {
-  return {{"method", o.method},
-          {"format", o.format},
-          {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
-          {"refine_iters", o.refine_iters},
-          {"requant_passes", o.requant_passes},
-          {"scale_init", o.scale_init},
-          {"residual_alpha", EffectiveResidualAlpha(o)},
-          {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
-          {"sequential", o.sequential},
-          {"bits", o.gptq.grid.bits},
-          {"group_size", o.gptq.group_size},
-          {"sym", o.gptq.grid.sym},
-          {"mse_grid", o.gptq.grid.mse},
-          {"act_order", o.gptq.act_order},
-          {"static_groups", o.gptq.static_groups},
-          {"damp_percent", o.gptq.damp},
-          {"samples", o.samples},
-          {"seq_len", o.seq_len},
-          {"seed", o.seed},
-          {"partial_groups", o.partial_groups}};
-}
 
 // What identifies a job's finished blocks: every option that changes them, the model and the
 // calibration text (by size and a hash of its first megabyte).
@@ -271,6 +249,29 @@ absl::StatusOr<double> Perplexity(const std::string& model_dir, const QuantizeOp
 }
 
 }  // namespace
+
+nlohmann::json OptionsJson(const QuantizeOptions& o) {
+  return {{"method", o.method},
+          {"format", o.format},
+          {"joint_rows", o.method == "boa" ? 1 : o.joint_rows},
+          {"refine_iters", o.refine_iters},
+          {"requant_passes", o.requant_passes},
+          {"scale_init", o.scale_init},
+          {"residual_alpha", EffectiveResidualAlpha(o)},
+          {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
+          {"sequential", o.sequential},
+          {"bits", o.gptq.grid.bits},
+          {"group_size", o.gptq.group_size},
+          {"sym", o.gptq.grid.sym},
+          {"mse_grid", o.gptq.grid.mse},
+          {"act_order", o.gptq.act_order},
+          {"static_groups", o.gptq.static_groups},
+          {"damp_percent", o.gptq.damp},
+          {"samples", o.samples},
+          {"seq_len", o.seq_len},
+          {"seed", o.seed},
+          {"partial_groups", o.partial_groups}};
+}
 
 double EffectiveResidualAlpha(const QuantizeOptions& o) {
   if (o.residual_alpha >= 0) return o.residual_alpha;

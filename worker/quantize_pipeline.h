@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
 #include "worker/gptq_quantizer.h"
@@ -127,6 +129,10 @@ struct QuantizeReport {
 
 // residual_alpha with the method's default applied.
 double EffectiveResidualAlpha(const QuantizeOptions& options);
+
+// The options that decide a checkpoint's contents, as written into it (`ptq` key of the
+// quantization_config) and printed by `ptq quantize --json`.
+nlohmann::json OptionsJson(const QuantizeOptions& options);
 
 // Limits a request cannot exceed, so one job cannot exhaust a worker's memory or time before it
 // starts: calibration tokens (samples x seq_len; 32 M, 128x the usual 128 x 2048), the tokens of one
