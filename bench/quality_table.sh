@@ -18,6 +18,9 @@ models=${PTQ_QT_MODELS:-"small demo"}
 # name | ptq quantize flags
 # turboboa = all three features (16 joint rows, --residual-alpha 0.25, adaptive grids) plus BoA's
 # value block; the ablations switch one off each; "2stage" adds both stages of the group scales.
+# Static-group runs use --mse: until commit 6953ebe static grids ignored --scale-init hessian's
+# weights, so the recorded rows ran this unweighted search (bit-identical); "hstatic" runs the
+# weighted one (docs/results.md, "Stage 1 with static groups").
 RUNS=(
   "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-2stage-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"
@@ -28,8 +31,8 @@ RUNS=(
   "turboboa-noresid-w2|--method turboboa --residual-alpha 0 --bits 2"
   "turboboa-novblock-w2|--method turboboa --no-value-block --bits 2"
   "turboboa-n4-w2|--method turboboa --joint-rows 4 --bits 2"
-  "turboboa-2stage-actorder-w2|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 2"
-  "turboboa-2stage-actorder-w3|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
+  "turboboa-2stage-actorder-w2|--method turboboa --mse --refine-iters 2 --act-order --static-groups --bits 2"
+  "turboboa-2stage-actorder-w3|--method turboboa --mse --refine-iters 2 --act-order --static-groups --bits 3"
   "turboboa-2stage-actorder-hstatic-w3|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
   "turboboa-2stage-actorder-hstatic-w2|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 2"
   "turboboa-2stage-actorder-minmax-w3|--method turboboa --refine-iters 2 --act-order --static-groups --bits 3"
@@ -37,16 +40,16 @@ RUNS=(
   "turboboa-2stage-actorder-minmax-w2|--method turboboa --refine-iters 2 --act-order --static-groups --bits 2"
   "turboboa-2stage-actorder-p2-w2|--method turboboa --mse --refine-iters 2 --requant-passes 2 --act-order --static-groups --bits 2"
   "gptq-actorder-w2|--method gptq --act-order --static-groups --bits 2"
-  "turboboa-2stage-actorder-w4|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 4"
-  "turboboa-2stage-actorder-n8-r4-w3|--method turboboa --scale-init hessian --refine-iters 4 --act-order --static-groups --joint-rows 8 --bits 3"
-  "turboboa-2stage-actorder-a0-w4|--method turboboa --residual-alpha 0 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 4"
-  "turboboa-2stage-actorder-a0-w3|--method turboboa --residual-alpha 0 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
-  "turboboa-2stage-actorder-a01-w3|--method turboboa --residual-alpha 0.1 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
-  "turboboa-2stage-actorder-seed1-w3|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --seed 1 --bits 3"
-  "turboboa-2stage-actorder-a05-w3|--method turboboa --residual-alpha 0.5 --scale-init hessian --refine-iters 2 --act-order --static-groups --bits 3"
-  "turboboa-2stage-actorder-noseq-w2|--method turboboa --scale-init hessian --refine-iters 2 --act-order --static-groups --no-sequential --bits 2"
-  "turboboa-2stage-static-w2|--method turboboa --scale-init hessian --refine-iters 2 --static-groups --bits 2"
-  "turboboa-2stage-actorder-r0-w2|--method turboboa --scale-init hessian --refine-iters 0 --act-order --static-groups --bits 2"
+  "turboboa-2stage-actorder-w4|--method turboboa --mse --refine-iters 2 --act-order --static-groups --bits 4"
+  "turboboa-2stage-actorder-n8-r4-w3|--method turboboa --mse --refine-iters 4 --act-order --static-groups --joint-rows 8 --bits 3"
+  "turboboa-2stage-actorder-a0-w4|--method turboboa --residual-alpha 0 --mse --refine-iters 2 --act-order --static-groups --bits 4"
+  "turboboa-2stage-actorder-a0-w3|--method turboboa --residual-alpha 0 --mse --refine-iters 2 --act-order --static-groups --bits 3"
+  "turboboa-2stage-actorder-a01-w3|--method turboboa --residual-alpha 0.1 --mse --refine-iters 2 --act-order --static-groups --bits 3"
+  "turboboa-2stage-actorder-seed1-w3|--method turboboa --mse --refine-iters 2 --act-order --static-groups --seed 1 --bits 3"
+  "turboboa-2stage-actorder-a05-w3|--method turboboa --residual-alpha 0.5 --mse --refine-iters 2 --act-order --static-groups --bits 3"
+  "turboboa-2stage-actorder-noseq-w2|--method turboboa --mse --refine-iters 2 --act-order --static-groups --no-sequential --bits 2"
+  "turboboa-2stage-static-w2|--method turboboa --mse --refine-iters 2 --static-groups --bits 2"
+  "turboboa-2stage-actorder-r0-w2|--method turboboa --mse --refine-iters 0 --act-order --static-groups --bits 2"
   "turboboa-2stage-n8-w2|--method turboboa --scale-init hessian --refine-iters 2 --joint-rows 8 --bits 2"
   "turboboa-2stage-r4-w2|--method turboboa --scale-init hessian --refine-iters 4 --bits 2"
   "gptq-w3|--method gptq --bits 3"
