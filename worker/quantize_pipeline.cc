@@ -209,7 +209,6 @@ absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
   return absl::OkStatus();
 }
 
-
 // What identifies a job's finished blocks: every option that changes them, the model and the
 // calibration text (by size and a hash of its first megabyte).
 absl::StatusOr<std::string> JobKey(const QuantizeOptions& o) {
