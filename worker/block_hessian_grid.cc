@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <limits>
+#include <vector>
 
 namespace ptq::worker {
 
@@ -30,21 +31,35 @@ GroupGrids FitGroupGridsWithHessianBlock(const at::Tensor& w, const at::Tensor& 
       scale = scale.to(at::kHalf).to(at::kFloat);
       scale = at::where(scale > 0, scale, at::full_like(scale, 5.9604645e-8f));
     }
-    at::Tensor zero = o.sym ? at::full_like(scale, static_cast<float>((o.MaxQ() + 1) / 2))
-                            : at::clamp_min(at::round(-lo / scale), static_cast<float>(o.min_zero));
-    at::Tensor s = scale.unsqueeze(1), z = zero.unsqueeze(1);
-    at::Tensor q = at::clamp(at::round(w / s) + z, 0.0f, maxq);
-    at::Tensor d = s * (q - z) - w;
-    at::Tensor err = (at::matmul(d, hf) * d).sum(1).to(at::kDouble);
-    at::Tensor better = err < best_err;
-    if (i == 0) {
-      best.scale = scale;
-      best.zero = zero;
+    // The zeros FitGrid tries (ZeroCandidates): round alone, or floor then ceil of -lo/s.
+    std::vector<at::Tensor> zeros;
+    if (o.sym) {
+      zeros.push_back(at::full_like(scale, static_cast<float>((o.MaxQ() + 1) / 2)));
+    } else if (!o.zero_search) {
+      zeros.push_back(at::clamp_min(at::round(-lo / scale), static_cast<float>(o.min_zero)));
     } else {
-      best.scale = at::where(better, scale, best.scale);
-      best.zero = at::where(better, zero, best.zero);
+      // Rows whose range was empty keep round(-lo/s), as ZeroCandidates does.
+      at::Tensor z = -lo / scale;
+      at::Tensor rounded = at::clamp_min(at::round(z), static_cast<float>(o.min_zero));
+      zeros.push_back(at::where(empty, rounded, at::clamp(at::floor(z), o.min_zero, maxq)));
+      zeros.push_back(at::where(empty, rounded, at::clamp(at::ceil(z), o.min_zero, maxq)));
     }
-    best_err = at::where(better, err, best_err);
+    at::Tensor s = scale.unsqueeze(1);
+    for (const at::Tensor& zero : zeros) {
+      at::Tensor z = zero.unsqueeze(1);
+      at::Tensor q = at::clamp(at::round(w / s) + z, 0.0f, maxq);
+      at::Tensor d = s * (q - z) - w;
+      at::Tensor err = (at::matmul(d, hf) * d).sum(1).to(at::kDouble);
+      at::Tensor better = err < best_err;
+      if (!best.scale.defined()) {
+        best.scale = scale;
+        best.zero = zero;
+      } else {
+        best.scale = at::where(better, scale, best.scale);
+        best.zero = at::where(better, zero, best.zero);
+      }
+      best_err = at::where(better, err, best_err);
+    }
   }
   return best;
 }

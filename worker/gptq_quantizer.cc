@@ -57,8 +57,11 @@ absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOpti
   } else {
     f.perm = at::arange(h.size(0), at::kLong);
   }
-  f.diag = h.diagonal().to(at::kFloat).contiguous();
-  if (opt.grid.hessian_search && opt.grid.hessian_block) f.h = h.to(at::kFloat).contiguous();
+  const double damping = opt.damp * h.diagonal().mean().item<double>();
+  f.diag = (h.diagonal() + damping).to(at::kFloat).contiguous();
+  if (opt.grid.hessian_search && opt.grid.hessian_block) {
+    f.h = (h + at::eye(h.size(0), h.options()) * damping).to(at::kFloat).contiguous();
+  }
   auto u = InverseCholeskyUpper(h, opt.damp, what);
   if (!u.ok()) return u.status();
   f.u = u->to(at::kFloat).contiguous();
@@ -108,9 +111,9 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
 
   // Grids fixed before the loop, [row * groups + group], and the group of each original column:
   // given ones, or static groups. Static groups are fitted on the (dead-zeroed) original weights,
-  // per original column group, with the same stage-1 search as dynamic groups (diag H as
-  // importances when hessian_search is on; factor.diag is in quantization order, so put it back in
-  // column order first).
+  // per original column group, with the same stage-1 search as dynamic groups (diag H or the full
+  // block as importances when hessian_search is on; factor.diag and factor.h are in quantization
+  // order, so put them back in column order first).
   std::vector<GridParams> static_grids;
   std::vector<int64_t> column_group(cols);
   for (int64_t j = 0; j < cols; ++j) column_group[j] = j / g;
@@ -136,11 +139,25 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
       for (int64_t j = 0; j < cols; ++j) diag_by_column[pperm[j]] = pdiag[j];
     }
     static_grids.resize(rows * groups);
-    for (int64_t r = 0; r < rows; ++r) {
+    if (factor.h.defined()) {
+      at::Tensor by_column = at::argsort(perm);
+      at::Tensor h = factor.h.index_select(0, by_column).index_select(1, by_column);
       for (int64_t gi = 0; gi < groups; ++gi) {
-        static_grids[r * groups + gi] =
-            FitGrid(wc.data_ptr<float>() + r * cols + gi * g, std::min(g, cols - gi * g), opt.grid,
-                    diag_by_column.empty() ? nullptr : diag_by_column.data() + gi * g);
+        const int64_t len = std::min(g, cols - gi * g);
+        GroupGrids grids = FitGroupGridsWithHessianBlock(
+            wc.narrow(1, gi * g, len).contiguous(), h.narrow(0, gi * g, len).narrow(1, gi * g, len),
+            opt.grid);
+        const float* gs = grids.scale.data_ptr<float>();
+        const float* gz = grids.zero.data_ptr<float>();
+        for (int64_t r = 0; r < rows; ++r) static_grids[r * groups + gi] = GridParams{gs[r], gz[r]};
+      }
+    } else {
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t gi = 0; gi < groups; ++gi) {
+          static_grids[r * groups + gi] =
+              FitGrid(wc.data_ptr<float>() + r * cols + gi * g, std::min(g, cols - gi * g),
+                      opt.grid, diag_by_column.empty() ? nullptr : diag_by_column.data() + gi * g);
+        }
       }
     }
   }

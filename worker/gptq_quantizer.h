@@ -30,8 +30,10 @@ struct GptqFactor {
   at::Tensor u;     // [in, in] float32, upper Cholesky factor of (H + damp)^-1 in permuted order
   at::Tensor perm;  // [in] int64: quantization order of the columns
   at::Tensor dead;  // [in] bool: inputs that never fire
-  at::Tensor diag;  // [in] float32: diag H (dead set to 1, undamped) in permuted order, grid weights
-  at::Tensor h;     // [in, in] float32: H (dead set to 1, undamped), permuted; only for hessian_block
+  // The grid search's weights: the damped H the column loop minimises (dead inputs set to 1), so
+  // inputs with a tiny H_ii still count a little, as in the TurboBoA reference's search.
+  at::Tensor diag;  // [in] float32: diag of the damped H, in permuted order
+  at::Tensor h;     // [in, in] float32: the damped H, permuted; only for hessian_block
 };
 absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& options,
                                        const std::string& what);

@@ -1,6 +1,7 @@
 #include "worker/quant_grid.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "common/dtype.h"
@@ -36,6 +37,19 @@ GridParams GridFromRange(float lo, float hi, const GridOptions& o) {
   return g;
 }
 
+int ZeroCandidates(float lo, float hi, GridParams grid, const GridOptions& o, float out[2]) {
+  out[0] = grid.zero;
+  lo = std::min(lo, 0.0f);
+  hi = std::max(hi, 0.0f);
+  if (o.sym || !o.zero_search || (lo == 0.0f && hi == 0.0f)) return 1;
+  // A float16-rounded scale can put -lo/s a hair above maxq: clamp like the codes are.
+  const float lowest = static_cast<float>(o.min_zero), highest = static_cast<float>(o.MaxQ());
+  const float z = -lo / grid.scale;
+  out[0] = std::clamp(std::floor(z), lowest, highest);
+  out[1] = std::clamp(std::ceil(z), lowest, highest);
+  return out[1] == out[0] ? 1 : 2;
+}
+
 GridParams FitGrid(const float* w, int64_t n, const GridOptions& o, const float* importance) {
   const bool weighted = o.hessian_search && importance != nullptr;
   float lo = std::numeric_limits<float>::infinity();
@@ -55,15 +69,20 @@ GridParams FitGrid(const float* w, int64_t n, const GridOptions& o, const float*
     float p = 1.0f - static_cast<float>(i) / static_cast<float>(o.mse_grid);
     GridParams g = GridFromRange(p * lo, p * hi, o);
     if (o.sym) g.zero = best.zero;
-    double err = 0;
-    for (int64_t k = 0; k < n; ++k) {
-      float d = DequantizeCode(QuantizeToCode(w[k], g, maxq), g) - w[k];
-      err += weighted ? static_cast<double>(importance[k]) * d * d
-                      : std::pow(std::fabs(static_cast<double>(d)), o.mse_norm);
-    }
-    if (err < best_err) {
-      best_err = err;
-      best = g;
+    float zeros[2];
+    const int candidates = ZeroCandidates(p * lo, p * hi, g, o, zeros);
+    for (int c = 0; c < candidates; ++c) {
+      g.zero = zeros[c];
+      double err = 0;
+      for (int64_t k = 0; k < n; ++k) {
+        float d = DequantizeCode(QuantizeToCode(w[k], g, maxq), g) - w[k];
+        err += weighted ? static_cast<double>(importance[k]) * d * d
+                        : std::pow(std::fabs(static_cast<double>(d)), o.mse_norm);
+      }
+      if (err < best_err) {
+        best_err = err;
+        best = g;
+      }
     }
   }
   return best;

@@ -23,6 +23,11 @@ struct GridOptions {
   // With hessian_search, grouped GPTQ: weigh a group's error by its full Hessian block d^T H_gg d
   // (worker/block_hessian_grid.h) instead of the diagonal. `--scale-init hessian-block`.
   bool hessian_block = false;
+  // Asymmetric searches try both integer zeros around -lo/s at every shrink step (the TurboBoA
+  // reference's search). round(-p*lo / (p*(hi-lo)/maxq)) does not depend on p, so shrinking alone
+  // only stretches the grid about a fixed zero; the neighbouring zero shifts it by one step, which
+  // at 2-3 bits is a large part of the range.
+  bool zero_search = true;
   // Round scales to float16 when fitting, so quantization uses exactly the scales a GPTQ checkpoint
   // stores and the written model reproduces the measured one.
   bool fp16_scales = true;
@@ -45,6 +50,10 @@ GridParams FitGrid(const float* w, int64_t n, const GridOptions& options,
 
 // Grid of a given range (min-max, 0 included as in GPTQ's reference), before any search.
 GridParams GridFromRange(float lo, float hi, const GridOptions& options);
+
+// The zeros a search tries for GridFromRange(lo, hi): round(-lo/s) alone, or with zero_search and an
+// asymmetric grid floor and ceil of it, clamped to [min_zero, maxq]. Returns how many (1 or 2).
+int ZeroCandidates(float lo, float hi, GridParams grid, const GridOptions& options, float out[2]);
 
 inline float QuantizeToCode(float w, GridParams g, int maxq) {
   float q = std::nearbyint(w / g.scale) + g.zero;  // round half to even, as torch.round

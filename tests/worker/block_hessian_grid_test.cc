@@ -62,5 +62,28 @@ TEST(BlockHessianGridTest, NeverWorseThanTheDiagonalSearchOnTheFullObjective) {
   EXPECT_LT(block_total, diag_total);  // and strictly better somewhere
 }
 
+TEST(BlockHessianGridTest, ZeroSearchNeverLosesAndSometimesShiftsTheZero) {
+  // The floor/ceil zeros are a superset of round(-lo/s): never worse on d^T H d, better somewhere.
+  at::manual_seed(3);
+  at::Tensor x = at::matmul(at::randn({256, 16}), at::randn({16, 16}) + 2 * at::eye(16));
+  at::Tensor h = at::matmul(x.t(), x) / 256;
+  at::Tensor w = at::randn({40, 16});
+  for (int bits : {2, 3}) {
+    GridOptions on = Options(bits, false), off = on;
+    off.zero_search = false;
+    GroupGrids a = FitGroupGridsWithHessianBlock(w, h, on), b = FitGroupGridsWithHessianBlock(w, h, off);
+    int better = 0;
+    for (int64_t r = 0; r < 40; ++r) {
+      const double ea = Objective(w[r], {a.scale[r].item<float>(), a.zero[r].item<float>()}, h, on.MaxQ());
+      const double eb = Objective(w[r], {b.scale[r].item<float>(), b.zero[r].item<float>()}, h, on.MaxQ());
+      EXPECT_LE(ea, eb * (1 + 1e-5)) << r;
+      if (ea < eb * (1 - 1e-4)) ++better;
+      EXPECT_GE(a.zero[r].item<float>(), 1.0f);
+      EXPECT_LE(a.zero[r].item<float>(), static_cast<float>(on.MaxQ()));
+    }
+    EXPECT_GT(better, 0) << bits;
+  }
+}
+
 }  // namespace
 }  // namespace ptq::worker

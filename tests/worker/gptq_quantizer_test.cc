@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "worker/block_hessian_grid.h"
 #include "worker/gptq_quantizer.h"
 #include "worker/rtn_quantizer.h"
 
@@ -187,7 +188,8 @@ TEST(GptqQuantizerTest, StaticGroupsUseTheHessianWeightedSearchInColumnOrder) {
   o.grid.hessian_search = true;
   auto q = GptqQuantize(w, h, o);
   ASSERT_TRUE(q.ok()) << q.status();
-  at::Tensor diag = h.diagonal().to(at::kFloat).contiguous();
+  // The search weighs columns by the damped H the column loop minimises.
+  at::Tensor diag = (h.diagonal() + o.damp * h.diagonal().mean()).to(at::kFloat).contiguous();
   at::Tensor wc = w.contiguous();
   int differs_from_unweighted = 0;
   for (int64_t r = 0; r < 8; ++r) {
@@ -200,6 +202,40 @@ TEST(GptqQuantizerTest, StaticGroupsUseTheHessianWeightedSearchInColumnOrder) {
     }
   }
   EXPECT_GT(differs_from_unweighted, 0);  // the problem is one where the weighting matters
+}
+
+TEST(GptqQuantizerTest, StaticGroupsUseTheBlockHessianSearchInColumnOrder) {
+  // `--scale-init hessian-block` with static groups (and act-order): each group's grid is the
+  // search on its own columns' block of the damped H, not the diagonal one.
+  at::manual_seed(25);
+  at::Tensor w = at::randn({8, 64});
+  at::Tensor x = at::matmul(at::randn({400, 64}, at::kDouble), at::randn({64, 64}, at::kDouble));
+  at::Tensor h = at::matmul(x.t(), x) / 400;  // correlated inputs: the block differs from its diagonal
+  GptqOptions o = Options(2, 16, /*act_order=*/true);
+  o.static_groups = true;
+  o.grid.mse = true;
+  o.grid.hessian_search = true;
+  o.grid.hessian_block = true;
+  auto q = GptqQuantize(w, h, o);
+  ASSERT_TRUE(q.ok()) << q.status();
+  at::Tensor damped = h + at::eye(64, at::kDouble) * (o.damp * h.diagonal().mean());
+  at::Tensor diag = damped.diagonal().to(at::kFloat).contiguous();
+  int differs_from_diagonal = 0;
+  for (int64_t gi = 0; gi < 4; ++gi) {
+    at::Tensor wg = w.narrow(1, gi * 16, 16).contiguous();
+    GroupGrids want = FitGroupGridsWithHessianBlock(
+        wg, damped.narrow(0, gi * 16, 16).narrow(1, gi * 16, 16).to(at::kFloat), o.grid);
+    for (int64_t r = 0; r < 8; ++r) {
+      EXPECT_EQ(q->scales[r][gi].item<float>(), want.scale[r].item<float>()) << r << " " << gi;
+      EXPECT_EQ(q->zeros[r][gi].item<float>(), want.zero[r].item<float>()) << r << " " << gi;
+      GridParams d = FitGrid(wg.data_ptr<float>() + r * 16, 16, o.grid,
+                             diag.data_ptr<float>() + gi * 16);
+      if (d.scale != want.scale[r].item<float>() || d.zero != want.zero[r].item<float>()) {
+        ++differs_from_diagonal;
+      }
+    }
+  }
+  EXPECT_GT(differs_from_diagonal, 0);
 }
 
 TEST(GptqQuantizerTest, FixedGridsReproduceTheRunTheyCameFrom) {

@@ -148,6 +148,12 @@ TEST(QuantizePipelineTest, BadInputsGiveErrorsNamingTheProblem) {
       {"bits", [](QuantizeOptions& o) { o.gptq.grid.bits = 5; }, "bits 5"},
       {"group", [](QuantizeOptions& o) { o.gptq.group_size = 100; }, "does not divide"},
       {"method", [](QuantizeOptions& o) { o.method = "awq"; }, "awq"},
+      {"block grid per channel",
+       [](QuantizeOptions& o) {
+         o.scale_init = "hessian-block";
+         o.gptq.group_size = -1;
+       },
+       "hessian-block needs groups"},
       {"short calib", [&](QuantizeOptions& o) { o.calib_path = short_text; }, "shorter than one window"},
       {"missing calib", [](QuantizeOptions& o) { o.calib_path = "/nonexistent/c.txt"; }, "/nonexistent/c.txt"},
       {"missing eval", [](QuantizeOptions& o) { o.eval_path = "/nonexistent/v.txt"; }, "/nonexistent/v.txt"},
