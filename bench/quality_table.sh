@@ -21,7 +21,20 @@ models=${PTQ_QT_MODELS:-"small demo"}
 # Static-group runs use --mse: until commit 6953ebe static grids ignored --scale-init hessian's
 # weights, so the recorded rows ran this unweighted search (bit-identical); "hstatic" runs the
 # weighted one (docs/results.md, "Stage 1 with static groups").
+# Since commit d596d0f every search also tries the neighbouring zero point and weighs by the damped H
+# (docs/results.md, "The reference code read line by line"); rows recorded before it ran without;
+# the "-zs" runs are the ones recorded after it.
 RUNS=(
+  "gptq-2stage-zs-w2|--method gptq --scale-init hessian --refine-iters 2 --bits 2"
+  "gptq-2stage-zs-w3|--method gptq --scale-init hessian --refine-iters 2 --bits 3"
+  "turboboa-2stage-zs-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
+  "gptq-2stage-a25-zs-w3|--method gptq --residual-alpha 0.25 --scale-init hessian --refine-iters 2 --bits 3"
+  "gptq-2stage-a25-zs-w2|--method gptq --residual-alpha 0.25 --scale-init hessian --refine-iters 2 --bits 2"
+  "gptq-2stage-a25-zs-seed1-w3|--method gptq --residual-alpha 0.25 --scale-init hessian --refine-iters 2 --seed 1 --bits 3"
+  "gptq-2stage-zs-seed1-w3|--method gptq --scale-init hessian --refine-iters 2 --seed 1 --bits 3"
+  "turboboa-2stage-actorder-zs-w3|--method turboboa --mse --refine-iters 2 --act-order --static-groups --bits 3"
+  "boa-2stage-zs-w2|--method boa --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-hstatic-r0-zs-w2|--method turboboa --scale-init hessian-block --refine-iters 0 --static-groups --bits 2"
   "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-2stage-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"
   "gptq-w2|--method gptq --bits 2"
