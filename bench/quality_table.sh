@@ -28,6 +28,7 @@ RUNS=(
   "gptq-2stage-zs-w2|--method gptq --scale-init hessian --refine-iters 2 --bits 2"
   "gptq-2stage-zs-w3|--method gptq --scale-init hessian --refine-iters 2 --bits 3"
   "turboboa-2stage-zs-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-2stage-zs-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"
   "gptq-2stage-a25-zs-w3|--method gptq --residual-alpha 0.25 --scale-init hessian --refine-iters 2 --bits 3"
   "gptq-2stage-a25-zs-w2|--method gptq --residual-alpha 0.25 --scale-init hessian --refine-iters 2 --bits 2"
   "gptq-2stage-a25-zs-seed1-w3|--method gptq --residual-alpha 0.25 --scale-init hessian --refine-iters 2 --seed 1 --bits 3"
