@@ -20,6 +20,11 @@ void AddQuantizeFlags(CLI::App* quantize, QuantizeFlags* flags) {
   quantize->add_flag("--no-sequential", flags->no_sequential,
                      "take every layer's statistics from the full-precision block (as the TurboBoA "
                      "reference code does) instead of quantizing Q/K/V, O and the MLP in order");
+  quantize->add_option("--qk-hessian", q.qk_hessian,
+                       "boa/turboboa: the score error q_proj/k_proj's out-channel compensation "
+                       "weighs: moment (BoA's), covariance (q: key covariance) or softmax (through "
+                       "each query's softmax Jacobian)")
+      ->capture_default_str();
   quantize->add_option("--refine-iters", q.refine_iters,
                        "coordinate-descent sweeps refining group scales after quantization (0: off)")
       ->capture_default_str();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -15,9 +16,28 @@
 
 namespace ptq::worker {
 
+// Which score error H_out of q_proj/k_proj measures (`--qk-hessian`).
+enum class QkHessian {
+  // BoA's: the mean squared score error over every (query, key) pair of the calibration set, so
+  // H_out(q) is the keys' second moment and H_out(k) the queries'.
+  kMoment,
+  // As kMoment, but q's from the key covariance. Softmax ignores a shift of all of a query's
+  // scores, and the error along the mean key is such a shift (as far as one mean over all positions
+  // stands for every query's keys), so it needs no compensation.
+  kCovariance,
+  // The error softmax passes on to first order: query i's score errors e weighed by its Jacobian
+  // diag(p_i) - p_i p_i^T, i.e. sum_j p_ij (e_j - sum_l p_il e_l)^2. For q that is the
+  // attention-weighted key covariance of each query, exactly; for k the attention-weighted query
+  // second moment (the cross term between keys is not a Kronecker factor and is left out). Keys a
+  // query does not attend to no longer count.
+  kSoftmax,
+};
+// "moment" | "covariance" | "softmax"; false for anything else.
+bool ParseQkHessian(std::string_view name, QkHessian* out);
+
 class AttentionStatistics final : public BlockObserver {
  public:
-  AttentionStatistics(const ModelConfig& config, int64_t seq_len);
+  AttentionStatistics(const ModelConfig& config, int64_t seq_len, QkHessian kind = QkHessian::kMoment);
   void OnAttention(const AttentionInternals& internals) override;
 
   // H_out per query head ([heads] of [head_dim, head_dim], float64), from the keys.
@@ -25,17 +45,25 @@ class AttentionStatistics final : public BlockObserver {
   // H_out per key/value head, from the queries of the heads that share it.
   std::vector<at::Tensor> KeyOutputHessians() const;
 
-  // Sums kept for merging (all-reduce): [kv_heads, hd, hd] each, and the token count.
-  ExactSum& key_sum() { return key_sum_; }
-  ExactSum& query_sum() { return query_sum_; }
+  // Sums kept for merging (all-reduce), and the token count.
+  std::vector<ExactSum*> sums() { return {&key_sum_, &query_sum_, &key_mean_sum_}; }
   int64_t& tokens() { return tokens_; }
 
  private:
   at::Tensor RotateBack(const at::Tensor& m) const;  // (1/T) sum_i R_i^T m R_i
+  // sum_i R_i^T m_i R_i over the position axis of m: [..., T, hd, hd] -> [..., hd, hd].
+  at::Tensor RotateBackEach(const at::Tensor& m) const;
+  void AddSoftmax(const AttentionInternals& in);
   ModelConfig config_;
+  QkHessian kind_;
   at::Tensor rotations_;  // [T, hd, hd]: R_i, the RoPE rotation at position i
-  ExactSum key_sum_;    // sum over tokens of k k^T per kv head
-  ExactSum query_sum_;  // sum over tokens and sharing heads of q q^T per kv head
+  // kMoment/kCovariance: per kv head, sum over tokens of k k^T, of q q^T over the sharing heads
+  // ([kv, hd, hd]) and of k ([kv, hd]). kSoftmax: per query head the rotated-back
+  // attention-weighted key covariances ([heads, hd, hd]) and per kv head the rotated-back
+  // attention-weighted query moments ([kv, hd, hd]); key_mean_sum_ unused.
+  ExactSum key_sum_;
+  ExactSum query_sum_;
+  ExactSum key_mean_sum_;
   int64_t tokens_ = 0;
 };
 

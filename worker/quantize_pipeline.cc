@@ -174,8 +174,7 @@ absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
   std::vector<ExactSum*> sums = {&hessian.sum()};
   std::vector<int64_t*> counts = {&hessian.count()};
   if (attention != nullptr) {
-    sums.push_back(&attention->key_sum());
-    sums.push_back(&attention->query_sum());
+    for (ExactSum* s : attention->sums()) sums.push_back(s);
     counts.push_back(&attention->tokens());
   }
   if (values != nullptr) {
@@ -258,6 +257,7 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
           {"scale_init", o.scale_init},
           {"residual_alpha", EffectiveResidualAlpha(o)},
           {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
+          {"qk_hessian", o.method == "boa" || o.method == "turboboa" ? o.qk_hessian : ""},
           {"sequential", o.sequential},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
@@ -313,6 +313,10 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     // in^2 (79 TFLOP per layer of a 7B MLP); the diagonal search is what per-channel grids use.
     return absl::InvalidArgumentError(
         "--scale-init hessian-block needs groups (--group-size > 0); use hessian per channel");
+  }
+  if (QkHessian qk; !ParseQkHessian(o.qk_hessian, &qk)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown --qk-hessian \"", o.qk_hessian,
+                                                   "\" (supported: moment, covariance, softmax)"));
   }
   if (o.method == "rtn" && (o.scale_init != "minmax" || o.refine_iters > 0)) {
     return absl::InvalidArgumentError("--scale-init hessian and --refine-iters need a Hessian (not rtn)");
@@ -557,7 +561,9 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         LinearSlot stop = slot;
         if (attention_aware && slot == LinearSlot::kAttnIn) {
           // Run through attention so the RoPE'd queries and keys (and the probabilities) are seen.
-          attention.emplace(config, o.seq_len);
+          QkHessian qk = QkHessian::kMoment;
+          ParseQkHessian(o.qk_hessian, &qk);  // validated
+          attention.emplace(config, o.seq_len, qk);
           observers.push_back(&*attention);
           if (o.value_block) {
             values.emplace(config);

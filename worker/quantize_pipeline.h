@@ -66,6 +66,11 @@ struct QuantizeOptions {
   // BoA / TurboBoA: W_v quantized per key/value head with the covariance of the attention-weighted
   // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in (less memory).
   bool value_block = true;
+  // BoA / TurboBoA: which attention-score error H_out of q_proj/k_proj measures: "moment" (BoA's
+  // key/query second moments), "covariance" (q's from the key covariance: softmax ignores a shift
+  // of all of a query's scores) or "softmax" (score errors through each query's softmax Jacobian,
+  // from the attention probabilities). worker/attention_statistics.h has the details.
+  std::string qk_hessian = "moment";
   // Statistics of each slot taken on the block whose earlier layers are already quantized (true, the
   // standard "true sequential" order: Q/K/V, then O on their quantized outputs, then the MLP), or all
   // on the full-precision block as the authors' TurboBoA code does (false, --no-sequential). The

@@ -49,6 +49,7 @@ v1::JobSpec SpecFromQuantizeOptions(const QuantizeOptions& o) {
   if (o.residual_alpha >= 0) s.set_residual_alpha(o.residual_alpha);
   s.set_no_value_block(!o.value_block);
   s.set_no_sequential(!o.sequential);
+  s.set_qk_hessian(o.qk_hessian);
   s.set_samples(o.samples);
   s.set_seq_len(o.seq_len);
   s.set_seed(o.seed);
@@ -83,6 +84,7 @@ QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& s) {
   if (s.has_residual_alpha()) o.residual_alpha = s.residual_alpha();
   o.value_block = !s.no_value_block();
   o.sequential = !s.no_sequential();
+  if (!s.qk_hessian().empty()) o.qk_hessian = s.qk_hessian();
   if (s.has_samples()) o.samples = s.samples();
   if (s.has_seq_len()) o.seq_len = s.seq_len();
   o.seed = s.seed();

@@ -71,6 +71,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     __builtin_trap();
   }
   if (o.requant_passes < 0 || o.requant_passes > ptq::worker::kMaxRequantPasses) __builtin_trap();
+  if (o.qk_hessian != "moment" && o.qk_hessian != "covariance" && o.qk_hessian != "softmax") {
+    __builtin_trap();
+  }
 
   // Round trip: the spec a worker receives runs the same options.
   const ptq::worker::QuantizeOptions again =

@@ -42,6 +42,7 @@ QuantizeOptions Options(const std::string& method, const std::string& out) {
     o.refine_iters = 1;
     o.requant_passes = 1;  // per-unit choice between passes: must not depend on the group size
     o.residual_alpha = 0.25;
+    o.qk_hessian = "softmax";  // its per-head sums are all-reduced like the others
   }
   return o;
 }

@@ -42,6 +42,7 @@ void ExpectSameOptions(const QuantizeOptions& a, const QuantizeOptions& b) {
   EXPECT_EQ(a.residual_alpha, b.residual_alpha);
   EXPECT_EQ(a.value_block, b.value_block);
   EXPECT_EQ(a.sequential, b.sequential);
+  EXPECT_EQ(a.qk_hessian, b.qk_hessian);
 }
 
 TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
@@ -75,6 +76,7 @@ TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
   o.residual_alpha = 0;  // zero is "off", not "the method's default"
   o.value_block = false;
   o.sequential = false;
+  o.qk_hessian = "softmax";
   ExpectSameOptions(QuantizeOptionsFromSpec(SpecFromQuantizeOptions(o)), o);
 }
 
@@ -139,6 +141,8 @@ TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
   refused([](v1::JobSpec& s) { s.set_refine_iters(kMaxRefineIters + 1); });
   refused([](v1::JobSpec& s) { s.set_refine_iters(1); s.set_requant_passes(kMaxRequantPasses + 1); });
   refused([](v1::JobSpec& s) { s.set_requant_passes(-1); });
+  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_qk_hessian("centred"); }).find("qk-hessian"),
+            std::string::npos);
   // Requantizing on refined scales needs the refinement.
   EXPECT_NE(refused([](v1::JobSpec& s) { s.set_refine_iters(0); s.set_requant_passes(1); })
                 .find("--refine-iters"),
