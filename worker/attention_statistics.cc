@@ -90,9 +90,8 @@ at::Tensor AttentionStatistics::RotateBack(const at::Tensor& m) const {
 }
 
 at::Tensor AttentionStatistics::RotateBackEach(const at::Tensor& m) const {
-  const at::Tensor& r = rotations_;
   const int64_t t = m.size(-3);
-  at::Tensor rt = r.narrow(0, 0, t);
+  at::Tensor rt = rotations_.narrow(0, 0, t).to(m.device());  // m lives where the forward ran
   return at::matmul(at::matmul(rt.transpose(1, 2), m), rt).sum(-3);
 }
 
