@@ -23,7 +23,8 @@ models=${PTQ_QT_MODELS:-"small demo"}
 # weighted one (docs/results.md, "Stage 1 with static groups").
 # Since commit d596d0f every search also tries the neighbouring zero point and weighs by the damped H
 # (docs/results.md, "The reference code read line by line"); rows recorded before it ran without;
-# the "-zs" runs are the ones recorded after it.
+# the "-zs" runs are the ones recorded after it. "cov" / "sm": --qk-hessian covariance / softmax
+# (commit c2f0e99; the two "cov-w2" rows ran its first form, a --center-keys flag, the same formula).
 RUNS=(
   "gptq-2stage-zs-w2|--method gptq --scale-init hessian --refine-iters 2 --bits 2"
   "gptq-2stage-zs-w3|--method gptq --scale-init hessian --refine-iters 2 --bits 3"
@@ -35,6 +36,17 @@ RUNS=(
   "gptq-2stage-zs-seed1-w3|--method gptq --scale-init hessian --refine-iters 2 --seed 1 --bits 3"
   "turboboa-2stage-actorder-zs-w3|--method turboboa --mse --refine-iters 2 --act-order --static-groups --bits 3"
   "boa-2stage-zs-w2|--method boa --scale-init hessian --refine-iters 2 --bits 2"
+  "boa-2stage-cov-w2|--method boa --qk-hessian covariance --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-2stage-cov-w2|--method turboboa --qk-hessian covariance --scale-init hessian --refine-iters 2 --bits 2"
+  "boa-2stage-sm-w2|--method boa --qk-hessian softmax --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-2stage-sm-w2|--method turboboa --qk-hessian softmax --scale-init hessian --refine-iters 2 --bits 2"
+  "boa-2stage-zs-w3|--method boa --scale-init hessian --refine-iters 2 --bits 3"
+  "boa-2stage-cov-w3|--method boa --qk-hessian covariance --scale-init hessian --refine-iters 2 --bits 3"
+  "boa-2stage-zs-seed1-w2|--method boa --scale-init hessian --refine-iters 2 --seed 1 --bits 2"
+  "boa-2stage-cov-seed1-w2|--method boa --qk-hessian covariance --scale-init hessian --refine-iters 2 --seed 1 --bits 2"
+  "gptq-2stage-actorder-zs-w3|--method gptq --scale-init hessian --refine-iters 2 --act-order --bits 3"
+  "gptq-2stage-actorder-zs-w2|--method gptq --scale-init hessian --refine-iters 2 --act-order --bits 2"
+  "boa-2stage-nvb-w2|--method boa --no-value-block --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-hstatic-r0-zs-w2|--method turboboa --scale-init hessian-block --refine-iters 0 --static-groups --bits 2"
   "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-2stage-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"
