@@ -47,6 +47,7 @@ RUNS=(
   "gptq-2stage-actorder-zs-w3|--method gptq --scale-init hessian --refine-iters 2 --act-order --bits 3"
   "gptq-2stage-actorder-zs-w2|--method gptq --scale-init hessian --refine-iters 2 --act-order --bits 2"
   "boa-2stage-nvb-w2|--method boa --no-value-block --scale-init hessian --refine-iters 2 --bits 2"
+  "turboboa-2stage-nvb-w2|--method turboboa --no-value-block --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-hstatic-r0-zs-w2|--method turboboa --scale-init hessian-block --refine-iters 0 --static-groups --bits 2"
   "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-2stage-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"
