@@ -1,13 +1,19 @@
 #include "worker/output_folder.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "spdlog/spdlog.h"
 
 namespace ptq::worker {
 namespace fs = std::filesystem;
@@ -24,12 +30,53 @@ bool HoldsModel(const fs::path& dir) {
   return false;
 }
 
+fs::path NormalizedOutput(const std::string& final_dir) {
+  std::error_code ec;
+  fs::path p = fs::absolute(final_dir, ec).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p;
+}
+
+// "<name>.partial" is the single staging name of earlier versions; "<name>.partial-XXXXXX" one run's.
+bool IsStagingName(const std::string& name, const std::string& output_name) {
+  const std::string prefix = output_name + ".partial";
+  return name == prefix || absl::StartsWith(name, prefix + "-");
+}
+
+// Removes the staging folders of `final_path` whose owner is gone: a live run holds an flock on its
+// folder, which the kernel drops when the process dies. A folder whose lock cannot be taken (held,
+// or a file system without flock) is left alone: deleting a live run's output is worse than a
+// leftover.
+void RemoveAbandonedStaging(const fs::path& final_path) {
+  std::error_code ec;
+  const std::string output_name = final_path.filename().string();
+  for (const auto& entry : fs::directory_iterator(final_path.parent_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!IsStagingName(name, output_name) || !entry.is_directory(ec)) continue;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      spdlog::info("removing {}, left by a run that stopped", entry.path().string());
+      std::error_code rm;
+      fs::remove_all(entry.path(), rm);
+    }
+    ::close(fd);
+  }
+}
+
+// True when `fd` is still the folder at `path` (another run's cleanup may have removed it between
+// mkdtemp and flock).
+bool StillAt(int fd, const fs::path& path) {
+  struct stat by_fd {}, by_path {};
+  return ::fstat(fd, &by_fd) == 0 && ::stat(path.c_str(), &by_path) == 0 &&
+         by_fd.st_dev == by_path.st_dev && by_fd.st_ino == by_path.st_ino;
+}
+
 }  // namespace
 
 absl::StatusOr<OutputFolder> OutputFolder::Prepare(const std::string& final_dir, bool force) {
   if (final_dir.empty()) return absl::InvalidArgumentError("no output folder given");
-  fs::path final_path = fs::absolute(final_dir).lexically_normal();
-  if (final_path.filename().empty()) final_path = final_path.parent_path();
+  const fs::path final_path = NormalizedOutput(final_dir);
   std::error_code ec;
   if (fs::exists(final_path, ec) && !fs::is_directory(final_path, ec)) {
     return absl::AlreadyExistsError(
@@ -39,15 +86,69 @@ absl::StatusOr<OutputFolder> OutputFolder::Prepare(const std::string& final_dir,
     return absl::AlreadyExistsError(absl::StrCat("output folder ", final_path.string(),
                                                  " already holds a model (use --force to replace it)"));
   }
-  fs::path staging = final_path;
-  staging += ".partial";
-  fs::remove_all(staging, ec);  // a leftover of an interrupted run
-  fs::create_directories(staging, ec);
+  fs::create_directories(final_path.parent_path(), ec);
   if (ec) {
     return absl::PermissionDeniedError(
-        absl::StrCat("cannot create ", staging.string(), ": ", ec.message()));
+        absl::StrCat("cannot create ", final_path.parent_path().string(), ": ", ec.message()));
   }
-  return OutputFolder(final_path.string(), staging.string());
+  RemoveAbandonedStaging(final_path);
+  for (int tries = 0; tries < 8; ++tries) {
+    std::string pattern = final_path.string() + ".partial-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot create ", final_path.string(),
+                                                      ".partial-*: ", std::strerror(errno)));
+    }
+    // mkdtemp makes it 0700; a checkpoint is read by other users (an inference server).
+    ::chmod(pattern.c_str(), 0755);
+    const int fd = ::open(pattern.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      // No flock here (some network file systems): the folder is still this run's alone, but a
+      // later run cannot tell it from a leftover, so it will not clear it.
+      spdlog::warn("cannot lock {}: {}", pattern, std::strerror(errno));
+    }
+    if (!StillAt(fd, pattern)) {
+      ::close(fd);
+      continue;
+    }
+    return OutputFolder(final_path.string(), pattern, fd);
+  }
+  return absl::UnavailableError(
+      absl::StrCat("cannot create a staging folder for ", final_path.string()));
+}
+
+OutputFolder::OutputFolder(OutputFolder&& other) noexcept
+    : final_dir_(std::move(other.final_dir_)),
+      staging_dir_(std::move(other.staging_dir_)),
+      lock_fd_(other.lock_fd_),
+      committed_(other.committed_) {
+  other.lock_fd_ = -1;
+  other.staging_dir_.clear();
+}
+
+OutputFolder& OutputFolder::operator=(OutputFolder&& other) noexcept {
+  if (this != &other) {
+    Release();
+    final_dir_ = std::move(other.final_dir_);
+    staging_dir_ = std::move(other.staging_dir_);
+    lock_fd_ = other.lock_fd_;
+    committed_ = other.committed_;
+    other.lock_fd_ = -1;
+    other.staging_dir_.clear();
+  }
+  return *this;
+}
+
+OutputFolder::~OutputFolder() { Release(); }
+
+void OutputFolder::Release() {
+  if (!committed_ && !staging_dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(staging_dir_, ec);
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = -1;
+  staging_dir_.clear();
 }
 
 absl::Status OutputFolder::CheckFreeSpace(uint64_t bytes) const {
@@ -63,11 +164,8 @@ absl::Status OutputFolder::CheckFreeSpace(uint64_t bytes) const {
 }
 
 absl::Status OutputFolder::Commit() {
-  int fd = ::open(staging_dir_.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
+  if (staging_dir_.empty()) return absl::FailedPreconditionError("output folder already committed");
+  if (lock_fd_ >= 0) ::fsync(lock_fd_);
   std::error_code ec;
   fs::path old;
   if (fs::exists(final_dir_, ec)) {
@@ -84,17 +182,22 @@ absl::Status OutputFolder::Commit() {
     return absl::UnavailableError(absl::StrCat("cannot rename ", staging_dir_, " to ", final_dir_,
                                                ": ", ec.message()));
   }
+  committed_ = true;
+  Release();
   if (!old.empty()) fs::remove_all(old, ec);
   return absl::OkStatus();
 }
 
-void RemoveStaging(const std::string& final_dir) {
-  if (final_dir.empty()) return;
+std::vector<std::string> StagingFolders(const std::string& final_dir) {
+  std::vector<std::string> found;
+  const fs::path final_path = NormalizedOutput(final_dir);
   std::error_code ec;
-  std::filesystem::path staging = std::filesystem::absolute(final_dir, ec).lexically_normal();
-  if (staging.filename().empty()) staging = staging.parent_path();
-  staging += ".partial";
-  std::filesystem::remove_all(staging, ec);
+  for (const auto& entry : fs::directory_iterator(final_path.parent_path(), ec)) {
+    if (IsStagingName(entry.path().filename().string(), final_path.filename().string())) {
+      found.push_back(entry.path().string());
+    }
+  }
+  return found;
 }
 
 }  // namespace ptq::worker

@@ -1,9 +1,15 @@
 // The output folder of a job: refuses to overwrite a model unless forced, stages everything in a
-// sibling ".partial" folder and renames it into place only when complete.
+// sibling "<name>.partial-XXXXXX" folder of its own and renames it into place only when complete.
+//
+// The staging folder belongs to one run. When the coordinator restarts a job, the abandoned attempt
+// may still be running beside the new one: a shared staging name let the old attempt's failure
+// cleanup delete the new attempt's half-written checkpoint. Each run now owns a unique folder and
+// holds an flock on it while alive, so a later run clears only leftovers whose owner is gone.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -12,8 +18,17 @@ namespace ptq::worker {
 class OutputFolder {
  public:
   // Fails if `final_dir` already holds a model (config.json or *.safetensors) and !force, or if the
-  // staging folder cannot be created.
+  // staging folder cannot be created. Removes staging folders that earlier runs left for the same
+  // output and whose processes are gone.
   static absl::StatusOr<OutputFolder> Prepare(const std::string& final_dir, bool force);
+
+  OutputFolder(OutputFolder&& other) noexcept;
+  OutputFolder& operator=(OutputFolder&& other) noexcept;
+  OutputFolder(const OutputFolder&) = delete;
+  OutputFolder& operator=(const OutputFolder&) = delete;
+  // Removes the staging folder unless it was committed: a failed or cancelled run leaves nothing.
+  ~OutputFolder();
+
   // Where files are written until Commit.
   const std::string& staging_dir() const { return staging_dir_; }
   const std::string& final_dir() const { return final_dir_; }
@@ -25,14 +40,17 @@ class OutputFolder {
   absl::Status Commit();
 
  private:
-  OutputFolder(std::string final_dir, std::string staging_dir)
-      : final_dir_(std::move(final_dir)), staging_dir_(std::move(staging_dir)) {}
+  OutputFolder(std::string final_dir, std::string staging_dir, int lock_fd)
+      : final_dir_(std::move(final_dir)), staging_dir_(std::move(staging_dir)), lock_fd_(lock_fd) {}
+  void Release();
+
   std::string final_dir_;
   std::string staging_dir_;
+  int lock_fd_ = -1;  // the staging folder, opened and flock'ed while this run owns it
+  bool committed_ = false;
 };
 
-// Removes the staging folder a stopped run left for `final_dir` (a cancelled or failed job leaves
-// nothing behind at the output path). No-op when there is none.
-void RemoveStaging(const std::string& final_dir);
+// The staging folders present for `final_dir` (any owner): for tests and diagnostics.
+std::vector<std::string> StagingFolders(const std::string& final_dir);
 
 }  // namespace ptq::worker

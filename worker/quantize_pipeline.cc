@@ -208,6 +208,25 @@ absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
   return absl::OkStatus();
 }
 
+// Block `layer`'s saved layers, or an error naming what is wrong with them: each of the block's
+// linear layers must be there exactly once (a block saved without them must not resume as done).
+absl::StatusOr<std::vector<StoredLayer>> LoadCompleteBlock(const BlockStore& store, int64_t layer) {
+  PTQ_ASSIGN_OR_RETURN(std::vector<StoredLayer> stored, store.Load(layer));
+  std::set<std::string> names;
+  for (const StoredLayer& l : stored) names.insert(l.name);
+  for (LinearKind k : kAllLinears) {
+    if (!names.count(LinearWeightName(layer, k))) {
+      return absl::DataLossError(absl::StrFormat("%s: block %d lacks %s", store.dir(), layer,
+                                                 LinearWeightName(layer, k)));
+    }
+  }
+  if (names.size() != stored.size() || stored.size() != kAllLinears.size()) {
+    return absl::DataLossError(absl::StrFormat("%s: block %d holds %d layers, not %d", store.dir(),
+                                               layer, stored.size(), kAllLinears.size()));
+  }
+  return stored;
+}
+
 // What identifies a job's finished blocks: every option that changes them, the model and the
 // calibration text (by size and a hash of its first megabyte).
 absl::StatusOr<std::string> JobKey(const QuantizeOptions& o) {
@@ -406,10 +425,8 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     PTQ_ASSIGN_OR_RETURN(const uint64_t needed,
                          EstimateCheckpointBytes(o.model_dir, *files, config, o.gptq.grid.bits,
                                                  o.gptq.group_size, o.format == "dequantized"));
-    if (absl::Status space = output->CheckFreeSpace(needed); !space.ok()) {
-      RemoveStaging(o.out_dir);
-      return space;
-    }
+    // On this and every later error `output` removes its staging folder as it goes out of scope.
+    PTQ_RETURN_IF_ERROR(output->CheckFreeSpace(needed));
     report.out_dir = output->final_dir();
   }
   PTQ_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(o.model_dir + "/config.json"));
@@ -495,7 +512,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     if (sink) PTQ_RETURN_IF_ERROR(sink->AddQuantized(name, q));
     quantized_names.insert(name);
     w.Linear(kind) = q.weight;
-    if (store && leader) {
+    if (store && leader && layer >= report.resumed_blocks) {
       block_layers.push_back({name, q, lr.loss, lr.relative_loss, lr.rtn_loss, lr.rtn_relative_loss,
                               lr.seconds});
     }
@@ -524,15 +541,23 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     // The quantizers return new tensors, so this shallow copy keeps the full-precision weights.
     const BlockWeights w_fp = w;
     block_layers.clear();
+    std::vector<StoredLayer> stored;
+    if (layer < report.resumed_blocks) {
+      auto loaded = LoadCompleteBlock(*store, layer);
+      if (loaded.ok()) {
+        stored = std::move(*loaded);
+      } else {  // damaged: redo this block and the ones after it rather than fail the job
+        spdlog::warn("{}; quantizing from block {} on", loaded.status().ToString(), layer + 1);
+        report.resumed_blocks = layer;
+      }
+    }
     if (layer < report.resumed_blocks) {
       // Saved by an earlier run of this job: reload the layers, then only the forward below.
-      PTQ_ASSIGN_OR_RETURN(std::vector<StoredLayer> stored, store->Load(layer));
       for (StoredLayer& l : stored) {
         std::optional<LinearKind> kind;
         for (LinearKind k : kAllLinears) {
           if (LinearWeightName(layer, k) == l.name) kind = k;
         }
-        if (!kind) return absl::DataLossError(absl::StrCat(store->dir(), ": unknown layer ", l.name));
         LayerReport lr;
         lr.name = l.name;
         lr.loss = l.report_loss;
@@ -635,7 +660,10 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         PTQ_RETURN_IF_ERROR(layer_done(layer, kind, w, q, lr, hessian.defined()));
       }
     }
-    if (store && leader) PTQ_RETURN_IF_ERROR(store->Save(layer, block_layers));
+    // A reloaded block is already in the store (saving it again would write it empty).
+    if (store && leader && layer >= report.resumed_blocks) {
+      PTQ_RETURN_IF_ERROR(store->Save(layer, block_layers));
+    }
     // The next block's inputs; after the last block nothing reads them (perplexity is measured on
     // the written checkpoint), which saves one block forward per stream.
     if (layer + 1 < config.num_hidden_layers) {
@@ -654,6 +682,16 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
   report.workers = group->size();
   if (!leader) return report;  // the leader writes and evaluates
   auto t_write = Clock::now();
+  // Every linear layer must be in the checkpoint as quantized: a block lost on the way (a damaged
+  // block store, say) would otherwise be copied below in full precision and pass unnoticed.
+  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    for (LinearKind kind : kAllLinears) {
+      if (!quantized_names.count(LinearWeightName(layer, kind))) {
+        return absl::DataLossError(absl::StrCat(LinearWeightName(layer, kind),
+                                                " was not quantized; the checkpoint is not written"));
+      }
+    }
+  }
   for (const std::string& name : files->TensorNames()) {
     if (quantized_names.count(name)) continue;
     PTQ_ASSIGN_OR_RETURN(TensorView view, files->Get(name));

@@ -133,8 +133,7 @@ absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const Jo
   } catch (const std::exception& e) {
     report = absl::InternalError(e.what());
   }
-  if (!report.ok()) RemoveStaging(options.out_dir);
-  return report;
+  return report;  // a failed run's staging folder is gone with its OutputFolder
 }
 
 v1::JobResult JobResultFromReport(const QuantizeReport& r) {

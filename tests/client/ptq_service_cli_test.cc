@@ -21,7 +21,7 @@ using ptq::testing::RunPtq;
 
 std::string TempPath(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ptq_service_cli_test_" + name);
-  for (const char* suffix : {"", ".partial", "-wal", "-shm"}) fs::remove_all(p.string() + suffix);
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove_all(p.string() + suffix);
   return p.string();
 }
 

@@ -16,6 +16,7 @@
 #include "ptq/v1/job_service.grpc.pb.h"
 #include "server/coordinator.h"
 #include "tests/test_paths.h"
+#include "worker/output_folder.h"
 #include "worker/quantize_pipeline.h"
 #include "worker/quantize_spec.h"
 
@@ -28,7 +29,7 @@ using Clock = std::chrono::steady_clock;
 std::string TempPath(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ptq_load_test_" + name);
   fs::remove_all(p);
-  fs::remove_all(p.string() + ".partial");
+  for (const std::string& staging : worker::StagingFolders(p.string())) fs::remove_all(staging);
   return p.string();
 }
 

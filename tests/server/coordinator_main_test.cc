@@ -24,7 +24,7 @@ using namespace std::chrono_literals;
 
 std::string TempPath(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ptq_coordinator_main_test_" + name);
-  for (const char* suffix : {"", ".partial", "-wal", "-shm"}) fs::remove_all(p.string() + suffix);
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove_all(p.string() + suffix);
   return p.string();
 }
 

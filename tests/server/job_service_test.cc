@@ -15,6 +15,7 @@
 #include "ptq/v1/job_service.grpc.pb.h"
 #include "server/coordinator.h"
 #include "tests/test_paths.h"
+#include "worker/output_folder.h"
 #include "worker/quantize_pipeline.h"
 #include "worker/quantize_spec.h"
 
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 std::string TempPath(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ptq_job_service_test_" + name);
   fs::remove_all(p);
-  fs::remove_all(p.string() + ".partial");
+  for (const std::string& staging : worker::StagingFolders(p.string())) fs::remove_all(staging);
   return p.string();
 }
 
@@ -271,7 +272,7 @@ TEST_F(JobServiceTest, CancelOfARunningJobEndsCancelledWithoutACheckpoint) {
   for (const auto& e : events) layers += e.has_layer();
   EXPECT_LT(layers, 4 * 7);
   EXPECT_FALSE(fs::exists(out));
-  EXPECT_FALSE(fs::exists(out + ".partial"));
+  EXPECT_TRUE(worker::StagingFolders(out).empty());
   follower.join();
   EXPECT_TRUE(follow_status.ok()) << follow_status.error_message();
   ASSERT_GE(followed.size(), 3u);

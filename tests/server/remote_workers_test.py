@@ -17,6 +17,7 @@
 Usage: remote_workers_test.py PTQ PTQ_COORDINATOR PTQ_WORKER SOURCE_DIR
 """
 import filecmp
+import glob
 import json
 import os
 import shutil
@@ -245,7 +246,8 @@ try:
     if not s or s["state"] != "JOB_STATE_CANCELLED":
         errors.append(f"cancel: job ended {s and s['state']}")
     time.sleep(3)  # every rank has reported by now; none may still write
-    if os.path.exists(out) or os.path.exists(out + ".partial") or os.path.exists(out + ".blocks"):
+    leftovers = glob.glob(glob.escape(out) + ".partial*")
+    if os.path.exists(out) or leftovers or os.path.exists(out + ".blocks"):
         errors.append("cancel: something was left at the output path")
 
     # 5. Concurrent submits queue and all finish.

@@ -65,14 +65,15 @@ TEST(CheckpointSizeTest, EstimateBoundsTheWrittenCheckpoint) {
 
 TEST(CheckpointSizeTest, TooLittleFreeDiskIsRefusedNamingTheFolder) {
   const std::string out = (fs::temp_directory_path() / "ptq_checkpoint_space_test").string();
-  auto folder = OutputFolder::Prepare(out, /*force=*/false);
-  ASSERT_TRUE(folder.ok());
-  EXPECT_TRUE(folder->CheckFreeSpace(1 << 20).ok());
-  absl::Status s = folder->CheckFreeSpace(1ull << 62);
-  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(s.message().find(out), std::string::npos) << s;
-  RemoveStaging(out);
-  EXPECT_FALSE(fs::exists(out + ".partial"));
+  {
+    auto folder = OutputFolder::Prepare(out, /*force=*/false);
+    ASSERT_TRUE(folder.ok());
+    EXPECT_TRUE(folder->CheckFreeSpace(1 << 20).ok());
+    absl::Status s = folder->CheckFreeSpace(1ull << 62);
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(s.message().find(out), std::string::npos) << s;
+  }
+  EXPECT_TRUE(StagingFolders(out).empty()) << "the refused run left its staging folder";
 }
 
 }  // namespace

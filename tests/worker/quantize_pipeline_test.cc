@@ -10,6 +10,7 @@
 #include "common/tokenizer.h"
 #include "tests/test_paths.h"
 #include "worker/llama_model.h"
+#include "worker/output_folder.h"
 #include "worker/perplexity.h"
 #include "worker/quantize_pipeline.h"
 #include "nlohmann/json.hpp"
@@ -57,7 +58,7 @@ TEST(QuantizePipelineTest, GptqBeatsRtnAndOutputReproducesTheModel) {
     EXPECT_LT(l.relative_loss, 0.2) << l.name;
   }
   EXPECT_TRUE(fs::exists(g->out_dir + "/config.json"));
-  EXPECT_FALSE(fs::exists(g->out_dir + ".partial"));
+  EXPECT_TRUE(StagingFolders(g->out_dir).empty());
   // The per-layer report: GPTQ's loss against plain rounding on the same grid, layer by layer.
   double gptq_total = 0, rtn_total = 0;
   for (const auto& l : g->layers) {
@@ -199,8 +200,8 @@ TEST(QuantizePipelineTest, ARerunResumesFromTheLastFinishedBlockWithTheSameResul
   EXPECT_FALSE(fs::exists(whole + ".blocks")) << "the block store outlived the checkpoint";
 
   const std::string out = TempDir("resume_split");
-  for (const std::string& dir : {out, out + "2", out + "3"}) {  // leftovers of an earlier run
-    for (const char* suffix : {"", ".blocks", ".partial"}) fs::remove_all(dir + suffix);
+  for (const std::string& dir : {out, out + "2", out + "3", out + "4"}) {  // leftovers of an earlier run
+    for (const char* suffix : {"", ".blocks"}) fs::remove_all(dir + suffix);
   }
   std::atomic<bool> cancel{false};
   JobHooks hooks;
@@ -213,9 +214,19 @@ TEST(QuantizePipelineTest, ARerunResumesFromTheLastFinishedBlockWithTheSameResul
   EXPECT_TRUE(fs::exists(out + ".blocks/block-00001.safetensors"));
   EXPECT_FALSE(fs::exists(out + ".blocks/block-00002.safetensors"));
 
+  // Stopped a second time, after block 3: the blocks it reloaded must stay in the store (it once
+  // saved them again, empty, and the third run wrote blocks 1-2 unquantized).
+  hooks.on_block = [&](int64_t block, int64_t) {
+    if (block == 2) cancel.store(true);
+  };
+  cancel.store(false);
+  auto stopped_again = RunQuantize(options(out), hooks);
+  ASSERT_EQ(stopped_again.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(fs::exists(out + ".blocks/block-00002.safetensors"));
+
   auto resumed = RunQuantize(options(out));
   ASSERT_TRUE(resumed.ok()) << resumed.status();
-  EXPECT_EQ(resumed->resumed_blocks, 2);
+  EXPECT_EQ(resumed->resumed_blocks, 3);
   EXPECT_EQ(FileBytes(out + "/model.safetensors"), FileBytes(whole + "/model.safetensors"));
   ASSERT_EQ(resumed->layers.size(), a->layers.size());
   for (size_t i = 0; i < a->layers.size(); ++i) {
@@ -233,7 +244,19 @@ TEST(QuantizePipelineTest, ARerunResumesFromTheLastFinishedBlockWithTheSameResul
   auto fresh = RunQuantize(other);
   ASSERT_TRUE(fresh.ok()) << fresh.status();
   EXPECT_EQ(fresh->resumed_blocks, 0);
-  fs::remove_all(out + "2.partial");
+  EXPECT_TRUE(StagingFolders(out + "2").empty()) << "a cancelled run left its staging folder";
+
+  // A damaged block in the store is redone, with the blocks after it, instead of failing the job.
+  const std::string damaged = out + "4";
+  fs::remove_all(damaged + ".blocks");
+  cancel.store(false);
+  ASSERT_EQ(RunQuantize(options(damaged), hooks).status().code(), absl::StatusCode::kCancelled);
+  fs::resize_file(damaged + ".blocks/block-00001.safetensors", 100);
+  auto redone = RunQuantize(options(damaged));
+  ASSERT_TRUE(redone.ok()) << redone.status();
+  EXPECT_EQ(redone->resumed_blocks, 1);
+  EXPECT_EQ(FileBytes(damaged + "/model.safetensors"), FileBytes(whole + "/model.safetensors"));
+  fs::remove_all(damaged);
 }
 
 }  // namespace

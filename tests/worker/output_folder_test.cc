@@ -1,0 +1,96 @@
+// The output folder's staging: each run owns its own folder, a run that stops removes only its own,
+// and leftovers are cleared only when no live run holds them.
+#include "worker/output_folder.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+
+namespace ptq::worker {
+namespace {
+namespace fs = std::filesystem;
+
+std::string CleanOutput(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("ptq_output_folder_test_" + name);
+  fs::remove_all(p);
+  for (const std::string& staging : StagingFolders(p.string())) fs::remove_all(staging);
+  return p.string();
+}
+
+void WriteFile(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// What happened when the coordinator restarted a job: the abandoned attempt noticed its
+// cancellation only after the new attempt had started writing, and its cleanup deleted the shared
+// staging folder (the committed checkpoint lacked the blocks written before).
+TEST(OutputFolderTest, AStoppedRunRemovesOnlyItsOwnStaging) {
+  const std::string out = CleanOutput("two_runs");
+  std::optional<OutputFolder> old_run, new_run;
+  {
+    auto a = OutputFolder::Prepare(out, /*force=*/false);
+    ASSERT_TRUE(a.ok()) << a.status();
+    old_run.emplace(std::move(*a));
+    auto b = OutputFolder::Prepare(out, /*force=*/false);
+    ASSERT_TRUE(b.ok()) << b.status();
+    new_run.emplace(std::move(*b));
+  }
+  ASSERT_NE(old_run->staging_dir(), new_run->staging_dir());
+  EXPECT_TRUE(fs::exists(old_run->staging_dir())) << "the second run cleared a live run's folder";
+  WriteFile(new_run->staging_dir() + "/model.safetensors", "new");
+  WriteFile(old_run->staging_dir() + "/model.safetensors", "old");
+  const std::string old_staging = old_run->staging_dir();
+  old_run.reset();  // the old attempt fails
+  EXPECT_FALSE(fs::exists(old_staging));
+  ASSERT_TRUE(fs::exists(new_run->staging_dir() + "/model.safetensors"));
+  ASSERT_TRUE(new_run->Commit().ok());
+  EXPECT_EQ(ReadFile(out + "/model.safetensors"), "new");
+  EXPECT_TRUE(StagingFolders(out).empty());
+  new_run.reset();  // after Commit, going out of scope must not touch the checkpoint
+  EXPECT_EQ(ReadFile(out + "/model.safetensors"), "new");
+  fs::remove_all(out);
+}
+
+TEST(OutputFolderTest, LeftoversOfStoppedRunsAreRemovedAndLiveOnesKept) {
+  const std::string out = CleanOutput("leftovers");
+  auto live = OutputFolder::Prepare(out, /*force=*/false);
+  ASSERT_TRUE(live.ok()) << live.status();
+  // A run killed with SIGKILL leaves its folder and no lock; so did the single name of old versions.
+  fs::create_directories(out + ".partial-dead01/sub");
+  fs::create_directories(out + ".partial");
+  fs::create_directories(out + ".partially");  // not a staging name
+  auto next = OutputFolder::Prepare(out, /*force=*/false);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_FALSE(fs::exists(out + ".partial-dead01"));
+  EXPECT_FALSE(fs::exists(out + ".partial"));
+  EXPECT_TRUE(fs::exists(out + ".partially"));
+  EXPECT_TRUE(fs::exists(live->staging_dir()));
+  EXPECT_EQ(StagingFolders(out).size(), 2u);
+  fs::remove_all(out + ".partially");
+}
+
+TEST(OutputFolderTest, CommitReplacesAModelOnlyWhenForced) {
+  const std::string out = CleanOutput("force");
+  fs::create_directories(out);
+  WriteFile(out + "/config.json", "{}");
+  auto refused = OutputFolder::Prepare(out, /*force=*/false);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(refused.status().message().find(out), std::string::npos) << refused.status();
+  auto forced = OutputFolder::Prepare(out, /*force=*/true);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  WriteFile(forced->staging_dir() + "/config.json", "new");
+  EXPECT_EQ(ReadFile(out + "/config.json"), "{}") << "replaced before the new model was complete";
+  ASSERT_TRUE(forced->Commit().ok());
+  EXPECT_EQ(ReadFile(out + "/config.json"), "new");
+  EXPECT_FALSE(fs::exists(out + ".old"));
+  fs::remove_all(out);
+}
+
+}  // namespace
+}  // namespace ptq::worker
