@@ -17,6 +17,9 @@ void AddQuantizeFlags(CLI::App* quantize, QuantizeFlags* flags) {
   quantize->add_flag("--no-value-block", flags->no_value_block,
                      "boa/turboboa: W_v with the shared input Hessian instead of per-head "
                      "attention-weighted ones (saves a hidden x hidden matrix per kv head)");
+  quantize->add_option("--value-damp", q.value_damp,
+                       "boa/turboboa: damping of the value-block Hessians as a fraction of their "
+                       "mean diagonal (default: --damp)");
   quantize->add_flag("--no-sequential", flags->no_sequential,
                      "take every layer's statistics from the full-precision block (as the TurboBoA "
                      "reference code does) instead of quantizing Q/K/V, O and the MLP in order");

@@ -72,7 +72,9 @@ absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
     }
   } else if (!p.h_value.empty()) {
     std::vector<at::Tensor> h_v(p.h_value.begin() + h0, p.h_value.begin() + h0 + nh);
-    PTQ_ASSIGN_OR_RETURN(pass.q, BoaValueQuantize(target, h_v, s.gptq, p.name, grids));
+    GptqOptions value_options = s.gptq;
+    value_options.damp = s.value_damp;
+    PTQ_ASSIGN_OR_RETURN(pass.q, BoaValueQuantize(target, h_v, value_options, p.name, grids));
     if (s.refine_iters > 0) RefineGroupScalesPerHead(pass.q, target, h_v, s.refine_iters);
     for (size_t u = first; u < last; ++u) {
       pass.objective.push_back(

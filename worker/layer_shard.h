@@ -47,6 +47,7 @@ struct LayerSettings {
   int refine_iters = 0;
   int requant_passes = 0;  // extra passes on the refined grids; each unit keeps its best pass
   bool rtn = false;
+  double value_damp = 0.01;  // damping of the value-block Hessians (problem.h_value)
 };
 
 struct QuantizedLayer {

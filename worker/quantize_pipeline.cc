@@ -277,6 +277,8 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
           {"residual_alpha", EffectiveResidualAlpha(o)},
           {"value_block", (o.method == "boa" || o.method == "turboboa") && o.value_block},
           {"qk_hessian", o.method == "boa" || o.method == "turboboa" ? o.qk_hessian : ""},
+          {"value_damp", (o.method == "boa" || o.method == "turboboa") && o.value_block
+                             ? EffectiveValueDamp(o) : -1.0},
           {"sequential", o.sequential},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
@@ -294,6 +296,10 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
 double EffectiveResidualAlpha(const QuantizeOptions& o) {
   if (o.residual_alpha >= 0) return o.residual_alpha;
   return o.method == "turboboa" ? 0.25 : 0.0;
+}
+
+double EffectiveValueDamp(const QuantizeOptions& o) {
+  return o.value_damp >= 0 ? o.value_damp : o.gptq.damp;
 }
 
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig& c) {
@@ -380,6 +386,9 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   }
   if (!std::isfinite(o.gptq.damp) || o.gptq.damp < 0) {
     return absl::InvalidArgumentError("damping must be finite and non-negative");
+  }
+  if (!std::isfinite(o.value_damp)) {  // negative means "as --damp"
+    return absl::InvalidArgumentError("--value-damp must be finite");
   }
   const int64_t g = o.gptq.group_size;
   if (g > 0) {
@@ -645,6 +654,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         settings.refine_iters = o.refine_iters;
         settings.requant_passes = o.requant_passes;
         settings.rtn = o.method == "rtn";
+        settings.value_damp = EffectiveValueDamp(o);
         PTQ_ASSIGN_OR_RETURN(QuantizedLayer quantized, QuantizeLayer(problem, settings, *group));
         QuantizedLinear& q = quantized.q;
         LayerReport lr;

@@ -66,6 +66,10 @@ struct QuantizeOptions {
   // BoA / TurboBoA: W_v quantized per key/value head with the covariance of the attention-weighted
   // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in (less memory).
   bool value_block = true;
+  // Damping of the value-block Hessians, as a fraction of each one's mean diagonal; negative: the
+  // same as gptq.damp. Attention-weighted inputs are averages over many positions, so their
+  // covariance is far more concentrated than H_in's (a test of whether 1 % is too little there).
+  double value_damp = -1;
   // BoA / TurboBoA: which attention-score error H_out of q_proj/k_proj measures: "moment" (BoA's
   // key/query second moments), "covariance" (q's from the key covariance: softmax ignores a shift
   // of all of a query's scores) or "softmax" (score errors through each query's softmax Jacobian,
@@ -134,6 +138,8 @@ struct QuantizeReport {
 
 // residual_alpha with the method's default applied.
 double EffectiveResidualAlpha(const QuantizeOptions& options);
+// value_damp with its default (gptq.damp) applied.
+double EffectiveValueDamp(const QuantizeOptions& options);
 
 // The options that decide a checkpoint's contents, as written into it (`ptq` key of the
 // quantization_config) and printed by `ptq quantize --json`.

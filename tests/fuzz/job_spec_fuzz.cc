@@ -67,6 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (o.eval_max_windows < 0) __builtin_trap();
   if (!std::isfinite(o.gptq.damp) || o.gptq.damp < 0) __builtin_trap();
   if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) __builtin_trap();
+  if (!std::isfinite(o.value_damp)) __builtin_trap();
   if (o.joint_rows < 1 || o.refine_iters < 0 || o.refine_iters > ptq::worker::kMaxRefineIters) {
     __builtin_trap();
   }

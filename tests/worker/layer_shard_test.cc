@@ -96,5 +96,28 @@ TEST(LayerShardTest, RequantPassesNeverRaiseAValueHeadsLoss) {
   });
 }
 
+// --value-damp reaches the value heads' GPTQ, and only theirs: the layer equals BoaValueQuantize run
+// with that damping, and differs from the run with the shared --damp.
+TEST(LayerShardTest, ValueDampDampsTheValueHeadsHessians) {
+  LayerProblem p = HeadProblem("v_proj", 2, 34);
+  for (int h = 0; h < 2; ++h) p.h_value.push_back(RandomSpd(48, 60));
+  LayerSettings s = Settings(0, false);
+  s.refine_iters = 0;
+  s.value_damp = 0.3;
+  auto group = MakeSingleProcessCollective();
+  auto layer = QuantizeLayer(p, s, *group);
+  ASSERT_TRUE(layer.ok()) << layer.status();
+  GptqOptions damped = s.gptq;
+  damped.damp = 0.3;
+  auto direct = BoaValueQuantize(p.weight, p.h_value, damped, "v_proj", nullptr);
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_TRUE(at::equal(layer->q.codes, direct->codes));
+  EXPECT_TRUE(at::equal(layer->q.weight, direct->weight));
+  s.value_damp = s.gptq.damp;
+  auto shared = QuantizeLayer(p, s, *group);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_FALSE(at::equal(shared->q.codes, layer->q.codes));
+}
+
 }  // namespace
 }  // namespace ptq::worker

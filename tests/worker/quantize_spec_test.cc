@@ -43,6 +43,7 @@ void ExpectSameOptions(const QuantizeOptions& a, const QuantizeOptions& b) {
   EXPECT_EQ(a.value_block, b.value_block);
   EXPECT_EQ(a.sequential, b.sequential);
   EXPECT_EQ(a.qk_hessian, b.qk_hessian);
+  EXPECT_EQ(a.value_damp, b.value_damp);
 }
 
 TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
@@ -77,6 +78,7 @@ TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
   o.value_block = false;
   o.sequential = false;
   o.qk_hessian = "softmax";
+  o.value_damp = 0;  // zero is a value, not "as --damp"
   ExpectSameOptions(QuantizeOptionsFromSpec(SpecFromQuantizeOptions(o)), o);
 }
 
@@ -142,6 +144,8 @@ TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
   refused([](v1::JobSpec& s) { s.set_refine_iters(1); s.set_requant_passes(kMaxRequantPasses + 1); });
   refused([](v1::JobSpec& s) { s.set_requant_passes(-1); });
   EXPECT_NE(refused([](v1::JobSpec& s) { s.set_qk_hessian("centred"); }).find("qk-hessian"),
+            std::string::npos);
+  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_value_damp(std::nan("")); }).find("value-damp"),
             std::string::npos);
   // Requantizing on refined scales needs the refinement.
   EXPECT_NE(refused([](v1::JobSpec& s) { s.set_refine_iters(0); s.set_requant_passes(1); })
