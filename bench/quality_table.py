@@ -15,8 +15,10 @@ for r in rows:
     # Older lines lack these fields: derive them from the flags' defaults and the run name.
     alpha = r.get("residual_alpha", 0.0 if "noresid" in r["run"] or r["method"] != "turboboa" else 0.25)
     vblock = r.get("value_block", attention and "novblock" not in r["run"])
+    vdamp = r.get("value_damp", -1)
+    vtext = ("yes" if vdamp < 0 or vdamp == r.get("damp_percent") else f"yes (damp {vdamp:g})") if vblock else "no"
     print(f"| {r['model_name']} | {r['run']} | {r['method']} | {r['bits']} | {r['group_size']} | "
-          f"{joint} | {alpha:g} | {'yes' if vblock else 'no'} | {r.get('scale_init', '')} | "
+          f"{joint} | {alpha:g} | {vtext} | {r.get('scale_init', '')} | "
           f"{r.get('refine_iters', '')} | "
           f"{'yes' if r.get('act_order') else 'no'} | {'yes' if r.get('static_groups') else 'no'} | "
           f"{'yes' if r.get('sequential', True) else 'no'} | "

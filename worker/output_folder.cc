@@ -120,8 +120,7 @@ absl::StatusOr<OutputFolder> OutputFolder::Prepare(const std::string& final_dir,
 OutputFolder::OutputFolder(OutputFolder&& other) noexcept
     : final_dir_(std::move(other.final_dir_)),
       staging_dir_(std::move(other.staging_dir_)),
-      lock_fd_(other.lock_fd_),
-      committed_(other.committed_) {
+      lock_fd_(other.lock_fd_) {
   other.lock_fd_ = -1;
   other.staging_dir_.clear();
 }
@@ -132,7 +131,6 @@ OutputFolder& OutputFolder::operator=(OutputFolder&& other) noexcept {
     final_dir_ = std::move(other.final_dir_);
     staging_dir_ = std::move(other.staging_dir_);
     lock_fd_ = other.lock_fd_;
-    committed_ = other.committed_;
     other.lock_fd_ = -1;
     other.staging_dir_.clear();
   }
@@ -142,7 +140,7 @@ OutputFolder& OutputFolder::operator=(OutputFolder&& other) noexcept {
 OutputFolder::~OutputFolder() { Release(); }
 
 void OutputFolder::Release() {
-  if (!committed_ && !staging_dir_.empty()) {
+  if (!staging_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(staging_dir_, ec);
   }
@@ -182,7 +180,7 @@ absl::Status OutputFolder::Commit() {
     return absl::UnavailableError(absl::StrCat("cannot rename ", staging_dir_, " to ", final_dir_,
                                                ": ", ec.message()));
   }
-  committed_ = true;
+  staging_dir_.clear();  // it is the checkpoint now
   Release();
   if (!old.empty()) fs::remove_all(old, ec);
   return absl::OkStatus();

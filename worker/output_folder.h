@@ -29,7 +29,7 @@ class OutputFolder {
   // Removes the staging folder unless it was committed: a failed or cancelled run leaves nothing.
   ~OutputFolder();
 
-  // Where files are written until Commit.
+  // Where files are written until Commit (empty after it).
   const std::string& staging_dir() const { return staging_dir_; }
   const std::string& final_dir() const { return final_dir_; }
   // ResourceExhausted, naming the folder and both sizes, when its file system has less than `bytes`
@@ -47,7 +47,6 @@ class OutputFolder {
   std::string final_dir_;
   std::string staging_dir_;
   int lock_fd_ = -1;  // the staging folder, opened and flock'ed while this run owns it
-  bool committed_ = false;
 };
 
 // The staging folders present for `final_dir` (any owner): for tests and diagnostics.

@@ -576,7 +576,6 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         lr.seconds = l.report_seconds;
         PTQ_RETURN_IF_ERROR(layer_done(layer, *kind, w, l.q, lr, o.method != "rtn"));
       }
-      block_layers.clear();
     }
     for (LinearSlot slot : kSlotOrder) {
       if (layer < report.resumed_blocks) break;
@@ -670,7 +669,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         PTQ_RETURN_IF_ERROR(layer_done(layer, kind, w, q, lr, hessian.defined()));
       }
     }
-    // A reloaded block is already in the store (saving it again would write it empty).
+    // A reloaded block is already in the store (an earlier version saved it again, empty).
     if (store && leader && layer >= report.resumed_blocks) {
       PTQ_RETURN_IF_ERROR(store->Save(layer, block_layers));
     }
