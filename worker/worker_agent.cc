@@ -146,9 +146,15 @@ class Agent {
     if (!aborted_since_ || aborted_attempt_ != attempt) {
       aborted_since_ = now;
       aborted_attempt_ = attempt;
-    } else if (now - *aborted_since_ > options_.abort_grace) {
-      spdlog::error("attempt {} was aborted {} s ago and is still blocked (a collective with a peer "
-                    "that stopped?); exiting so that a fresh worker takes this one's place",
+    }
+    // A layer finished since the abort: this rank is computing towards its next cancellation check,
+    // not blocked; the grace counts from its latest layer.
+    const std::chrono::steady_clock::time_point layer_done{
+        std::chrono::steady_clock::duration(last_layer_done_ns_.load())};
+    if (layer_done > *aborted_since_) aborted_since_ = layer_done;
+    if (now - *aborted_since_ > options_.abort_grace) {
+      spdlog::error("attempt {} was aborted and has finished no layer for {} s: blocked (a collective "
+                    "with a peer that stopped?); exiting so that a fresh worker takes this one's place",
                     attempt, std::chrono::duration_cast<std::chrono::seconds>(now - *aborted_since_).count());
       std::_Exit(75);  // EX_TEMPFAIL: a supervisor should restart it
     }
@@ -248,12 +254,16 @@ class Agent {
     hooks.group = group.get();
     hooks.cancel = &cancel_;
     hooks.job_id = a.job_id();
+    // Every rank notes its progress: an aborted attempt that still finishes layers is busy, not
+    // blocked in a collective (WatchAbortedAttempt).
+    hooks.on_layer = [&](const LayerProgress& p) {
+      last_layer_done_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
+      if (a.rank() != 0) return;
+      v1::ReportProgressRequest r;
+      *r.mutable_layer() = LayerProgressToProto(p);
+      ReportProgress(a, std::move(r));
+    };
     if (a.rank() == 0) {
-      hooks.on_layer = [&](const LayerProgress& p) {
-        v1::ReportProgressRequest r;
-        *r.mutable_layer() = LayerProgressToProto(p);
-        ReportProgress(a, std::move(r));
-      };
       hooks.on_block = [&](int64_t block, int64_t num_blocks) {
         v1::ReportProgressRequest r;
         r.mutable_block()->set_block(block);
@@ -288,6 +298,7 @@ class Agent {
   std::atomic<bool> forgotten_{false};
   std::atomic<bool> cancel_{false};
   std::atomic<int64_t> attempt_{0};
+  std::atomic<std::chrono::steady_clock::rep> last_layer_done_ns_{0};  // steady_clock ticks
   std::optional<std::chrono::steady_clock::time_point> aborted_since_;  // heartbeat thread only
   int64_t aborted_attempt_ = 0;
 };

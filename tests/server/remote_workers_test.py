@@ -85,8 +85,10 @@ def stop(proc, sig=signal.SIGTERM):
 
 def start_worker(i):
     log = open(f"{tmp}/worker-{i}.log", "a")
+    # The grace outlasts one layer on a loaded 2-core machine (a peer that is computing, not blocked,
+    # must not be taken for blocked: scenario 3 has no supervisor to restart it).
     return subprocess.Popen([worker_bin, "--coordinator", address, "--threads", "1",
-                             "--abort-grace", "3"], env=env,
+                             "--abort-grace", "10"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
