@@ -72,7 +72,64 @@ bool StillAt(int fd, const fs::path& path) {
          by_fd.st_dev == by_path.st_dev && by_fd.st_ino == by_path.st_ino;
 }
 
+// "<out>.owner" opened and flock'ed. A committing run unlinks the file under the lock, so a run
+// that opened it just before must lock the file that is at the path now: hence the retry.
+class OwnerLock {
+ public:
+  OwnerLock(const std::string& path, bool create) : path_(path) {
+    for (int tries = 0; tries < 8 && fd_ < 0; ++tries) {
+      const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+      if (fd < 0) {
+        error_ = errno;
+        return;
+      }
+      if (::flock(fd, LOCK_EX) != 0) {  // no flock on this file system: the token still fences
+        spdlog::warn("cannot lock {}: {}", path, std::strerror(errno));
+      }
+      if (StillAt(fd, path)) {
+        fd_ = fd;
+      } else {
+        ::close(fd);
+        if (!create) {
+          error_ = ENOENT;
+          return;
+        }
+      }
+    }
+  }
+  ~OwnerLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  OwnerLock(const OwnerLock&) = delete;
+  OwnerLock& operator=(const OwnerLock&) = delete;
+
+  bool ok() const { return fd_ >= 0; }
+  int error() const { return error_; }
+  std::string Read() const {
+    char buf[512];
+    const ssize_t n = ::pread(fd_, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  }
+  bool Write(const std::string& owner) const {
+    return ::ftruncate(fd_, 0) == 0 &&
+           ::pwrite(fd_, owner.data(), owner.size(), 0) == static_cast<ssize_t>(owner.size()) &&
+           ::fsync(fd_) == 0;
+  }
+  void Unlink() const { ::unlink(path_.c_str()); }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  int error_ = 0;
+};
+
+std::string BaseName(const std::string& path) { return fs::path(path).filename().string(); }
+
 }  // namespace
+
+std::string OwnerFile(const std::string& final_dir) {
+  return NormalizedOutput(final_dir).string() + ".owner";
+}
 
 absl::StatusOr<OutputFolder> OutputFolder::Prepare(const std::string& final_dir, bool force) {
   if (final_dir.empty()) return absl::InvalidArgumentError("no output folder given");
@@ -111,7 +168,15 @@ absl::StatusOr<OutputFolder> OutputFolder::Prepare(const std::string& final_dir,
       ::close(fd);
       continue;
     }
-    return OutputFolder(final_path.string(), pattern, fd);
+    OutputFolder folder(final_path.string(), pattern, fd);
+    // From now on this run is the one allowed to commit (an earlier one still running is not).
+    OwnerLock claim(OwnerFile(folder.final_dir_), /*create=*/true);
+    if (!claim.ok() || !claim.Write(BaseName(pattern))) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "cannot write ", OwnerFile(folder.final_dir_), ": ",
+          std::strerror(claim.ok() ? errno : claim.error())));
+    }
+    return std::move(folder);
   }
   return absl::UnavailableError(
       absl::StrCat("cannot create a staging folder for ", final_path.string()));
@@ -143,6 +208,8 @@ void OutputFolder::Release() {
   if (!staging_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(staging_dir_, ec);
+    OwnerLock claim(OwnerFile(final_dir_), /*create=*/false);  // drop the claim if still ours
+    if (claim.ok() && claim.Read() == BaseName(staging_dir_)) claim.Unlink();
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);
   lock_fd_ = -1;
@@ -161,8 +228,17 @@ absl::Status OutputFolder::CheckFreeSpace(uint64_t bytes) const {
   return absl::OkStatus();
 }
 
-absl::Status OutputFolder::Commit() {
+absl::Status OutputFolder::Commit(const std::vector<std::string>& obsolete) {
   if (staging_dir_.empty()) return absl::FailedPreconditionError("output folder already committed");
+  // Held until the end: a later run cannot claim the output between the check and the rename.
+  OwnerLock claim(OwnerFile(final_dir_), /*create=*/false);
+  const std::string owner = claim.ok() ? claim.Read() : std::string();
+  if (owner != BaseName(staging_dir_)) {
+    return absl::AbortedError(absl::StrCat(
+        "a later run took over ", final_dir_, " (", OwnerFile(final_dir_), " names ",
+        owner.empty() ? std::string("no run") : owner, ", not ", BaseName(staging_dir_),
+        "); this run's checkpoint is discarded"));
+  }
   if (lock_fd_ >= 0) ::fsync(lock_fd_);
   std::error_code ec;
   fs::path old;
@@ -183,6 +259,8 @@ absl::Status OutputFolder::Commit() {
   staging_dir_.clear();  // it is the checkpoint now
   Release();
   if (!old.empty()) fs::remove_all(old, ec);
+  for (const std::string& path : obsolete) fs::remove_all(path, ec);
+  claim.Unlink();
   return absl::OkStatus();
 }
 

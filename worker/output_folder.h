@@ -5,6 +5,11 @@
 // may still be running beside the new one: a shared staging name let the old attempt's failure
 // cleanup delete the new attempt's half-written checkpoint. Each run now owns a unique folder and
 // holds an flock on it while alive, so a later run clears only leftovers whose owner is gone.
+//
+// Only the latest run may commit: Prepare records its staging folder's name in "<name>.owner" (a
+// fencing token, written and checked under an flock of that file), and Commit refuses when a later
+// run has claimed the output since. Otherwise an abandoned attempt that had not yet noticed its
+// cancellation could replace the new attempt's checkpoint, or delete its block store, after it.
 #pragma once
 
 #include <cstdint>
@@ -36,8 +41,9 @@ class OutputFolder {
   // free for unprivileged users.
   absl::Status CheckFreeSpace(uint64_t bytes) const;
   // fsyncs the staging folder and renames it over the final name (an existing one is replaced only
-  // when forced, and only now, after the new model is complete).
-  absl::Status Commit();
+  // when forced, and only now, after the new model is complete), then removes `obsolete` (the
+  // block store). Aborted, touching nothing, when a later run has claimed the output.
+  absl::Status Commit(const std::vector<std::string>& obsolete = {});
 
  private:
   OutputFolder(std::string final_dir, std::string staging_dir, int lock_fd)
@@ -48,6 +54,9 @@ class OutputFolder {
   std::string staging_dir_;
   int lock_fd_ = -1;  // the staging folder, opened and flock'ed while this run owns it
 };
+
+// "<final_dir>.owner": the staging folder name of the run allowed to commit.
+std::string OwnerFile(const std::string& final_dir);
 
 // The staging folders present for `final_dir` (any owner): for tests and diagnostics.
 std::vector<std::string> StagingFolders(const std::string& final_dir);

@@ -707,8 +707,9 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
     PTQ_RETURN_IF_ERROR(sink->AddTensor(view));
   }
   PTQ_RETURN_IF_ERROR(sink->Finish());
-  PTQ_RETURN_IF_ERROR(output->Commit());
-  if (store) RemoveBlockStore(o.out_dir);  // the checkpoint holds everything now
+  // The checkpoint holds everything now: the block store goes with the commit, under its lock.
+  PTQ_RETURN_IF_ERROR(output->Commit(store ? std::vector<std::string>{store->dir()}
+                                           : std::vector<std::string>{}));
   report.write_seconds = Since(t_write);
   spdlog::info("wrote {}", output->final_dir());
 

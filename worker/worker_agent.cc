@@ -150,7 +150,7 @@ class Agent {
     // A layer finished since the abort: this rank is computing towards its next cancellation check,
     // not blocked; the grace counts from its latest layer.
     const std::chrono::steady_clock::time_point layer_done{
-        std::chrono::steady_clock::duration(last_layer_done_ns_.load())};
+        std::chrono::steady_clock::duration(last_layer_done_ticks_.load())};
     if (layer_done > *aborted_since_) aborted_since_ = layer_done;
     if (now - *aborted_since_ > options_.abort_grace) {
       spdlog::error("attempt {} was aborted and has finished no layer for {} s: blocked (a collective "
@@ -257,7 +257,7 @@ class Agent {
     // Every rank notes its progress: an aborted attempt that still finishes layers is busy, not
     // blocked in a collective (WatchAbortedAttempt).
     hooks.on_layer = [&](const LayerProgress& p) {
-      last_layer_done_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count());
+      last_layer_done_ticks_.store(std::chrono::steady_clock::now().time_since_epoch().count());
       if (a.rank() != 0) return;
       v1::ReportProgressRequest r;
       *r.mutable_layer() = LayerProgressToProto(p);
@@ -298,7 +298,7 @@ class Agent {
   std::atomic<bool> forgotten_{false};
   std::atomic<bool> cancel_{false};
   std::atomic<int64_t> attempt_{0};
-  std::atomic<std::chrono::steady_clock::rep> last_layer_done_ns_{0};  // steady_clock ticks
+  std::atomic<std::chrono::steady_clock::rep> last_layer_done_ticks_{0};  // steady_clock ticks
   std::optional<std::chrono::steady_clock::time_point> aborted_since_;  // heartbeat thread only
   int64_t aborted_attempt_ = 0;
 };

@@ -1,5 +1,5 @@
 // The output folder's staging: each run owns its own folder, a run that stops removes only its own,
-// and leftovers are cleared only when no live run holds them.
+// leftovers are cleared only when no live run holds them, and only the latest run may commit.
 #include "worker/output_folder.h"
 
 #include <gtest/gtest.h>
@@ -90,6 +90,61 @@ TEST(OutputFolderTest, CommitReplacesAModelOnlyWhenForced) {
   EXPECT_EQ(ReadFile(out + "/config.json"), "new");
   EXPECT_FALSE(fs::exists(out + ".old"));
   fs::remove_all(out);
+}
+
+// The rest of the coordinator-restart story: the abandoned attempt reaches its commit after the new
+// attempt has started (or finished). It must neither replace the new checkpoint nor delete the
+// block store the new attempt resumes from.
+TEST(OutputFolderTest, OnlyTheLatestRunCommits) {
+  const std::string out = CleanOutput("latest");
+  const std::string blocks = out + ".blocks";
+  fs::create_directories(blocks);
+  auto old_run = OutputFolder::Prepare(out, /*force=*/true);
+  ASSERT_TRUE(old_run.ok()) << old_run.status();
+  auto new_run = OutputFolder::Prepare(out, /*force=*/true);
+  ASSERT_TRUE(new_run.ok()) << new_run.status();
+  WriteFile(old_run->staging_dir() + "/model.safetensors", "old");
+  WriteFile(new_run->staging_dir() + "/model.safetensors", "new");
+
+  const absl::Status refused = old_run->Commit({blocks});
+  EXPECT_EQ(refused.code(), absl::StatusCode::kAborted) << refused;
+  EXPECT_NE(refused.message().find(out), std::string::npos) << refused;
+  EXPECT_FALSE(fs::exists(out)) << "the abandoned run committed";
+  EXPECT_TRUE(fs::exists(blocks)) << "the abandoned run removed the new run's block store";
+  EXPECT_TRUE(fs::exists(new_run->staging_dir() + "/model.safetensors"));
+
+  ASSERT_TRUE(new_run->Commit({blocks}).ok());
+  EXPECT_EQ(ReadFile(out + "/model.safetensors"), "new");
+  EXPECT_FALSE(fs::exists(blocks));
+  EXPECT_FALSE(fs::exists(OwnerFile(out))) << "a committed output keeps no claim";
+  fs::remove_all(out);
+}
+
+TEST(OutputFolderTest, AnAbandonedRunCannotReplaceANewerCheckpoint) {
+  const std::string out = CleanOutput("newer");
+  auto old_run = OutputFolder::Prepare(out, /*force=*/true);
+  ASSERT_TRUE(old_run.ok()) << old_run.status();
+  auto new_run = OutputFolder::Prepare(out, /*force=*/true);
+  ASSERT_TRUE(new_run.ok()) << new_run.status();
+  WriteFile(new_run->staging_dir() + "/model.safetensors", "new");
+  ASSERT_TRUE(new_run->Commit().ok());
+  WriteFile(old_run->staging_dir() + "/model.safetensors", "old");
+  EXPECT_EQ(old_run->Commit().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(ReadFile(out + "/model.safetensors"), "new");
+  fs::remove_all(out);
+}
+
+TEST(OutputFolderTest, AFailedRunDropsItsClaimAndLeavesAnEarlierOnesAlone) {
+  const std::string out = CleanOutput("claim");
+  std::optional<OutputFolder> first, second;
+  first.emplace(std::move(*OutputFolder::Prepare(out, /*force=*/false)));
+  second.emplace(std::move(*OutputFolder::Prepare(out, /*force=*/false)));
+  const std::string second_name = fs::path(second->staging_dir()).filename().string();
+  EXPECT_EQ(ReadFile(OwnerFile(out)), second_name);
+  first.reset();  // not the owner: the claim stays the second run's
+  EXPECT_EQ(ReadFile(OwnerFile(out)), second_name);
+  second.reset();
+  EXPECT_FALSE(fs::exists(OwnerFile(out)));
 }
 
 }  // namespace
