@@ -25,6 +25,7 @@ models=${PTQ_QT_MODELS:-"small demo"}
 # (docs/results.md, "The reference code read line by line"); rows recorded before it ran without;
 # the "-zs" runs are the ones recorded after it. "cov" / "sm": --qk-hessian covariance / softmax
 # (commit c2f0e99; the two "cov-w2" rows ran its first form, a --center-keys flag, the same formula).
+# "rows": --act-order-rows (q/k rows of each head by decreasing diag(H_out)).
 RUNS=(
   "gptq-2stage-zs-w2|--method gptq --scale-init hessian --refine-iters 2 --bits 2"
   "gptq-2stage-zs-w3|--method gptq --scale-init hessian --refine-iters 2 --bits 3"
@@ -64,6 +65,9 @@ RUNS=(
   "gptq-2stage-zs-seed3-w3|--method gptq --scale-init hessian --refine-iters 2 --seed 3 --bits 3"
   "gptq-2stage-zs-w4|--method gptq --scale-init hessian --refine-iters 2 --bits 4"
   "turboboa-2stage-zs-w4|--method turboboa --scale-init hessian --refine-iters 2 --bits 4"
+  "turboboa-2stage-nvb-rows-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --bits 3"
+  "turboboa-2stage-nvb-rows-seed1-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --seed 1 --bits 3"
+  "turboboa-2stage-nvb-rows-w2|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-hstatic-r0-zs-w2|--method turboboa --scale-init hessian-block --refine-iters 0 --static-groups --bits 2"
   "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-2stage-w3|--method turboboa --scale-init hessian --refine-iters 2 --bits 3"

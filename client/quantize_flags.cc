@@ -20,6 +20,9 @@ void AddQuantizeFlags(CLI::App* quantize, QuantizeFlags* flags) {
   quantize->add_option("--value-damp", q.value_damp,
                        "boa/turboboa: damping of the value-block Hessians as a fraction of their "
                        "mean diagonal (default: --damp)");
+  quantize->add_flag("--act-order-rows", q.act_order_rows,
+                     "boa/turboboa: quantize each head's q/k rows by decreasing diag(H_out) (the "
+                     "TurboBoA reference's act_order_row; the checkpoint's layout is unchanged)");
   quantize->add_flag("--no-sequential", flags->no_sequential,
                      "take every layer's statistics from the full-precision block (as the TurboBoA "
                      "reference code does) instead of quantizing Q/K/V, O and the MLP in order");

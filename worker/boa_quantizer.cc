@@ -39,13 +39,29 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
     if (h_out[h].size(0) != hd) {
       return absl::InvalidArgumentError(absl::StrCat(head_name, ": H_out is not ", hd, " x ", hd));
     }
-    PTQ_ASSIGN_OR_RETURN(at::Tensor u_out, InverseCholeskyUpper(h_out[h], o.damp_out, head_name));
     at::Tensor w = weight.narrow(0, h * hd, hd).to(at::kDouble).clone();  // current rows of the head
+    at::Tensor head_h_out = h_out[h];
+    FixedGrids head_grids;
+    if (grids != nullptr) head_grids = grids->Rows(h * hd, hd);
+    at::Tensor order;  // quantization order of the head's rows (undefined: as stored)
+    if (o.act_order_rows) {
+      // A stable sort, so equal diagonals keep their order and the result is reproducible.
+      order = std::get<1>(at::sort(at::diagonal(head_h_out), /*stable=*/true, /*dim=*/0,
+                                   /*descending=*/true));
+      w = w.index_select(0, order);
+      head_h_out = head_h_out.index_select(0, order).index_select(1, order);
+      if (grids != nullptr) {
+        head_grids.scales = head_grids.scales.index_select(0, order);
+        head_grids.zeros = head_grids.zeros.index_select(0, order);
+      }
+    }
+    PTQ_ASSIGN_OR_RETURN(at::Tensor u_out, InverseCholeskyUpper(head_h_out, o.damp_out, head_name));
+    std::vector<QuantizedLinear> head_blocks;
     for (int64_t r1 = 0; r1 < hd; r1 += o.joint_rows) {
       const int64_t r2 = std::min(r1 + o.joint_rows, hd);
       at::Tensor rows = w.narrow(0, r1, r2 - r1);
       FixedGrids block_grids;
-      if (grids != nullptr) block_grids = grids->Rows(h * hd + r1, r2 - r1);
+      if (grids != nullptr) block_grids = head_grids.Rows(r1, r2 - r1);
       PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
                            GptqQuantizeWithFactor(rows.to(at::kFloat), factor, o.gptq, head_name,
                                                   grids != nullptr ? &block_grids : nullptr));
@@ -57,8 +73,17 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
         at::Tensor coupling = u_out.narrow(0, r1, r2 - r1).narrow(1, r2, hd - r2);  // [n, rest]
         w.narrow(0, r2, hd - r2).sub_(at::matmul(coupling.t(), x));
       }
-      blocks.push_back(std::move(q));
+      head_blocks.push_back(std::move(q));
     }
+    QuantizedLinear head_q = ConcatRows(head_blocks);
+    if (order.defined()) {  // rows back to their places
+      const at::Tensor inverse = at::argsort(order);
+      head_q.weight = head_q.weight.index_select(0, inverse);
+      head_q.codes = head_q.codes.index_select(0, inverse);
+      head_q.scales = head_q.scales.index_select(0, inverse);
+      head_q.zeros = head_q.zeros.index_select(0, inverse);
+    }
+    blocks.push_back(std::move(head_q));
   }
   QuantizedLinear out = ConcatRows(blocks);
   out.loss = LayerLoss(weight, out.weight, h_in);  // comparable with GPTQ's per-layer loss

@@ -6,6 +6,8 @@
 //   W[r2:] -= U_out[r1:r2, r2:]^T (U_out[r1:r2, r1:r2])^-T E,   U_out = chol_upper(H_out^-1).
 // joint_rows = 1 is BoA; larger blocks are TurboBoA's speed-up. Heads are independent: the unit a
 // scheduler shards.
+// With act_order_rows, a head's rows are permuted (weight rows, H_out rows and columns, fixed grids)
+// before the loop and the result's rows put back after it.
 #pragma once
 
 #include <vector>
@@ -21,6 +23,10 @@ struct BoaOptions {
   GptqOptions gptq;
   int64_t joint_rows = 16;  // rows quantized together; 1 = BoA
   double damp_out = 0.01;   // damping of H_out, relative to its mean diagonal
+  // Quantize each head's rows by decreasing diag(H_out) (GPTQ's act-order in the output
+  // direction; the TurboBoA reference's act_order_row): the rows whose error costs most go first,
+  // while the most rows remain to absorb it. Rows keep their place in the result.
+  bool act_order_rows = false;
 };
 
 // weight: [heads * head_dim, in]; h_in: [in, in]; h_out: one [head_dim, head_dim] per head.

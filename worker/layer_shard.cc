@@ -62,6 +62,7 @@ absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
     BoaOptions bo;
     bo.gptq = s.gptq;
     bo.joint_rows = s.joint_rows;
+    bo.act_order_rows = s.act_order_rows;
     PTQ_ASSIGN_OR_RETURN(pass.q, BoaQuantize(target, p.hessian, h_out, bo, p.name, grids));
     if (s.refine_iters > 0) {
       RefineGroupScalesKronecker(pass.q, target, p.hessian, h_out, s.refine_iters);

@@ -48,6 +48,7 @@ struct LayerSettings {
   int requant_passes = 0;  // extra passes on the refined grids; each unit keeps its best pass
   bool rtn = false;
   double value_damp = 0.01;  // damping of the value-block Hessians (problem.h_value)
+  bool act_order_rows = false;  // BoA/TurboBoA q/k: a head's rows by decreasing diag(H_out)
 };
 
 struct QuantizedLayer {

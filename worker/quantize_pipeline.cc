@@ -279,6 +279,7 @@ nlohmann::json OptionsJson(const QuantizeOptions& o) {
           {"qk_hessian", o.method == "boa" || o.method == "turboboa" ? o.qk_hessian : ""},
           {"value_damp", (o.method == "boa" || o.method == "turboboa") && o.value_block
                              ? EffectiveValueDamp(o) : -1.0},
+          {"act_order_rows", (o.method == "boa" || o.method == "turboboa") && o.act_order_rows},
           {"sequential", o.sequential},
           {"bits", o.gptq.grid.bits},
           {"group_size", o.gptq.group_size},
@@ -389,6 +390,10 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   }
   if (!std::isfinite(o.value_damp)) {  // negative means "as --damp"
     return absl::InvalidArgumentError("--value-damp must be finite");
+  }
+  if (o.act_order_rows && o.method != "boa" && o.method != "turboboa") {
+    return absl::InvalidArgumentError(
+        "--act-order-rows orders q/k rows by their H_out: it needs --method boa or turboboa");
   }
   const int64_t g = o.gptq.group_size;
   if (g > 0) {
@@ -654,6 +659,7 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& o, const JobHo
         settings.requant_passes = o.requant_passes;
         settings.rtn = o.method == "rtn";
         settings.value_damp = EffectiveValueDamp(o);
+        settings.act_order_rows = o.act_order_rows;
         PTQ_ASSIGN_OR_RETURN(QuantizedLayer quantized, QuantizeLayer(problem, settings, *group));
         QuantizedLinear& q = quantized.q;
         LayerReport lr;

@@ -70,6 +70,8 @@ struct QuantizeOptions {
   // same as gptq.damp. Attention-weighted inputs are averages over many positions, so their
   // covariance is far more concentrated than H_in's (a test of whether 1 % is too little there).
   double value_damp = -1;
+  // BoA / TurboBoA: quantize each head's q/k rows by decreasing diag(H_out) (BoaOptions).
+  bool act_order_rows = false;
   // BoA / TurboBoA: which attention-score error H_out of q_proj/k_proj measures: "moment" (BoA's
   // key/query second moments), "covariance" (q's from the key covariance: softmax ignores a shift
   // of all of a query's scores) or "softmax" (score errors through each query's softmax Jacobian,

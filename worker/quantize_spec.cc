@@ -51,6 +51,7 @@ v1::JobSpec SpecFromQuantizeOptions(const QuantizeOptions& o) {
   s.set_no_sequential(!o.sequential);
   s.set_qk_hessian(o.qk_hessian);
   if (o.value_damp >= 0) s.set_value_damp(o.value_damp);
+  s.set_act_order_rows(o.act_order_rows);
   s.set_samples(o.samples);
   s.set_seq_len(o.seq_len);
   s.set_seed(o.seed);
@@ -87,6 +88,7 @@ QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& s) {
   o.sequential = !s.no_sequential();
   if (!s.qk_hessian().empty()) o.qk_hessian = s.qk_hessian();
   if (s.has_value_damp()) o.value_damp = s.value_damp();
+  o.act_order_rows = s.act_order_rows();
   if (s.has_samples()) o.samples = s.samples();
   if (s.has_seq_len()) o.seq_len = s.seq_len();
   o.seed = s.seed();

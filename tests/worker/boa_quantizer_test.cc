@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "worker/boa_quantizer.h"
 #include "worker/group_scale_optimizer.h"
 
@@ -107,6 +110,62 @@ TEST(BoaQuantizerTest, OutputCompensationLowersTheKroneckerLossBelowGptq) {
     EXPECT_LT(total_boa, total_gptq) << bits;
     EXPECT_LT(total_turbo, total_gptq) << bits;
   }
+}
+
+// --act-order-rows: each head quantized in decreasing diag(H_out) order must equal quantizing that
+// head with its rows (and H_out, and any fixed grids) permuted by hand, rows put back afterwards.
+TEST(BoaQuantizerTest, ActOrderRowsEqualsQuantizingTheHandPermutedHead) {
+  at::manual_seed(11);
+  const int64_t heads = 2, hd = 8, in = 32;
+  at::Tensor w = at::randn({heads * hd, in});
+  at::Tensor h_in = RandomSpd(in, 12);
+  std::vector<at::Tensor> h_out;
+  for (int64_t h = 0; h < heads; ++h) {
+    // Row scales 1..8 shuffled, so the order is far from the stored one.
+    at::Tensor d = at::randperm(hd, at::kLong).to(at::kDouble) + 1.0;
+    h_out.push_back(RandomSpd(hd, 13 + h, 2.0) * at::outer(d, d).sqrt());
+  }
+  BoaOptions plain = Options(2, 16, 4);
+  BoaOptions ordered = plain;
+  ordered.act_order_rows = true;
+  auto first = BoaQuantize(w, h_in, h_out, plain, "t");
+  ASSERT_TRUE(first.ok());
+  const FixedGrids fixed{first->scales, first->zeros, first->g_idx};
+  for (const FixedGrids* grids : {static_cast<const FixedGrids*>(nullptr), &fixed}) {
+    auto ours = BoaQuantize(w, h_in, h_out, ordered, "t", grids);
+    ASSERT_TRUE(ours.ok());
+    for (int64_t h = 0; h < heads; ++h) {
+      std::vector<double> diag(hd);
+      for (int64_t r = 0; r < hd; ++r) diag[r] = h_out[h][r][r].item<double>();
+      std::vector<int64_t> perm(hd);
+      for (int64_t r = 0; r < hd; ++r) perm[r] = r;
+      std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) { return diag[a] > diag[b]; });
+      bool identity = true;
+      for (int64_t r = 0; r < hd; ++r) identity = identity && perm[r] == r;
+      ASSERT_FALSE(identity) << "the test needs an unsorted diagonal";
+      at::Tensor p = at::tensor(perm, at::kLong);
+      at::Tensor wh = w.narrow(0, h * hd, hd).index_select(0, p);
+      at::Tensor hh = h_out[h].index_select(0, p).index_select(1, p);
+      FixedGrids head_grids;
+      if (grids != nullptr) {
+        head_grids = {grids->scales.narrow(0, h * hd, hd).index_select(0, p),
+                      grids->zeros.narrow(0, h * hd, hd).index_select(0, p), grids->g_idx};
+      }
+      auto ref = BoaQuantize(wh, h_in, {hh}, plain, "ref", grids != nullptr ? &head_grids : nullptr);
+      ASSERT_TRUE(ref.ok());
+      for (int64_t i = 0; i < hd; ++i) {  // the reference's row i is the head's row perm[i]
+        const int64_t row = h * hd + perm[i];
+        EXPECT_TRUE(at::equal(ours->codes[row], ref->codes[i])) << h << " " << i;
+        EXPECT_TRUE(at::equal(ours->weight[row], ref->weight[i])) << h << " " << i;
+        EXPECT_TRUE(at::equal(ours->scales[row], ref->scales[i])) << h << " " << i;
+        EXPECT_TRUE(at::equal(ours->zeros[row], ref->zeros[i])) << h << " " << i;
+      }
+    }
+  }
+  auto unordered = BoaQuantize(w, h_in, h_out, plain, "t");
+  auto reordered = BoaQuantize(w, h_in, h_out, ordered, "t");
+  ASSERT_TRUE(unordered.ok() && reordered.ok());
+  EXPECT_FALSE(at::equal(unordered->codes, reordered->codes)) << "the order changed nothing";
 }
 
 TEST(BoaQuantizerTest, HeadsThatDoNotDivideTheRowsAreRefused) {

@@ -44,6 +44,7 @@ void ExpectSameOptions(const QuantizeOptions& a, const QuantizeOptions& b) {
   EXPECT_EQ(a.sequential, b.sequential);
   EXPECT_EQ(a.qk_hessian, b.qk_hessian);
   EXPECT_EQ(a.value_damp, b.value_damp);
+  EXPECT_EQ(a.act_order_rows, b.act_order_rows);
 }
 
 TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
@@ -79,6 +80,7 @@ TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
   o.sequential = false;
   o.qk_hessian = "softmax";
   o.value_damp = 0;  // zero is a value, not "as --damp"
+  o.act_order_rows = true;
   ExpectSameOptions(QuantizeOptionsFromSpec(SpecFromQuantizeOptions(o)), o);
 }
 
@@ -147,6 +149,13 @@ TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
             std::string::npos);
   EXPECT_NE(refused([](v1::JobSpec& s) { s.set_value_damp(std::nan("")); }).find("value-damp"),
             std::string::npos);
+  // Row order by H_out needs an H_out: refused for GPTQ, accepted for TurboBoA.
+  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_act_order_rows(true); }).find("--act-order-rows"),
+            std::string::npos);
+  v1::JobSpec rows_spec = good;
+  rows_spec.set_method("turboboa");
+  rows_spec.set_act_order_rows(true);
+  EXPECT_TRUE(ValidateQuantizeSpec(rows_spec).ok()) << ValidateQuantizeSpec(rows_spec);
   // Requantizing on refined scales needs the refinement.
   EXPECT_NE(refused([](v1::JobSpec& s) { s.set_refine_iters(0); s.set_requant_passes(1); })
                 .find("--refine-iters"),
