@@ -67,6 +67,8 @@ RUNS=(
   "turboboa-2stage-zs-w4|--method turboboa --scale-init hessian --refine-iters 2 --bits 4"
   "turboboa-2stage-nvb-rows-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --bits 3"
   "turboboa-2stage-nvb-rows-seed1-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --seed 1 --bits 3"
+  "turboboa-2stage-nvb-rows-seed2-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --seed 2 --bits 3"
+  "turboboa-2stage-nvb-rows-seed3-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --seed 3 --bits 3"
   "turboboa-2stage-nvb-rows-w2|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --bits 2"
   "turboboa-hstatic-r0-zs-w2|--method turboboa --scale-init hessian-block --refine-iters 0 --static-groups --bits 2"
   "turboboa-2stage-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
