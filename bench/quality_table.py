@@ -21,7 +21,8 @@ for r in rows:
     print(f"| {r['model_name']} | {r['run']} | {r['method']} | {r['bits']} | {r['group_size']} | "
           f"{joint} | {alpha:g} | {vtext} | {r.get('scale_init', '')} | "
           f"{r.get('refine_iters', '')} | "
-          f"{'yes' if r.get('act_order') else 'no'} | {'yes' if r.get('static_groups') else 'no'} | "
+          f"{'yes' if r.get('act_order') else 'no'}{' (+ q/k rows)' if r.get('act_order_rows') else ''} | "
+          f"{'yes' if r.get('static_groups') else 'no'} | "
           f"{'yes' if r.get('sequential', True) else 'no'} | "
           f"{r['perplexity_quant']:.4f} | "
           f"{q:.0f} (quantizer {ph.get('quantize', 0):.1f}) | {r['seconds']:.0f} |")
