@@ -66,6 +66,8 @@ RUNS=(
   "gptq-2stage-zs-w4|--method gptq --scale-init hessian --refine-iters 2 --bits 4"
   "turboboa-2stage-zs-w4|--method turboboa --scale-init hessian --refine-iters 2 --bits 4"
   "turboboa-2stage-zs-seed1-w4|--method turboboa --scale-init hessian --refine-iters 2 --seed 1 --bits 4"
+  "gptq-2stage-zs-seed1-w4|--method gptq --scale-init hessian --refine-iters 2 --seed 1 --bits 4"
+  "rtn-pc-w3|--method rtn --bits 3 --group-size -1"
   "turboboa-2stage-nvb-rows-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --bits 3"
   "turboboa-2stage-nvb-rows-seed1-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --seed 1 --bits 3"
   "turboboa-2stage-nvb-rows-seed2-w3|--method turboboa --no-value-block --act-order-rows --scale-init hessian --refine-iters 2 --seed 2 --bits 3"
