@@ -23,17 +23,17 @@
 #include <string>
 #include <vector>
 
-#include "worker/boa_quantizer.h"
-#include "worker/gptq_quantizer.h"
+#include "core/quant/boa_quantizer.h"
+#include "core/quant/gptq_quantizer.h"
 
 namespace {
 
-using ptq::worker::BoaOptions;
-using ptq::worker::BoaQuantize;
-using ptq::worker::GptqOptions;
-using ptq::worker::GptqQuantize;
-using ptq::worker::KroneckerLoss;
-using ptq::worker::QuantizedLinear;
+using ptq::BoaOptions;
+using ptq::BoaQuantize;
+using ptq::GptqOptions;
+using ptq::GptqQuantize;
+using ptq::KroneckerLoss;
+using ptq::QuantizedLinear;
 
 struct Args {
   std::string shape = "small";
@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
 
   {
     const double t0 = Now();
-    absl::StatusOr<ptq::worker::GptqFactor> factor = ptq::worker::PrepareGptq(h_in, gptq, "factor");
+    absl::StatusOr<ptq::GptqFactor> factor = ptq::PrepareGptq(h_in, gptq, "factor");
     if (!factor.ok()) {
       std::fprintf(stderr, "factor failed: %s\n", factor.status().ToString().c_str());
       return 1;

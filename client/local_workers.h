@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "worker/collective.h"
+#include "core/dist/collective.h"
 
 namespace ptq::client {
 
@@ -22,7 +22,7 @@ class LocalWorkerGroup {
   static absl::StatusOr<std::unique_ptr<LocalWorkerGroup>> Start(int workers, char** argv);
   ~LocalWorkerGroup();
 
-  worker::Collective& collective() { return *collective_; }
+  Collective& collective() { return *collective_; }
   int rank() const { return collective_->rank(); }
   // Rank 0: waits for the children; an error names a worker that failed or was killed.
   absl::Status Wait();
@@ -31,7 +31,7 @@ class LocalWorkerGroup {
 
  private:
   LocalWorkerGroup() = default;
-  std::unique_ptr<worker::Collective> collective_;
+  std::unique_ptr<Collective> collective_;
   std::vector<int> children_;  // pids, rank 1..N-1
   std::string store_dir_;      // removed by rank 0
 };

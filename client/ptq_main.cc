@@ -16,20 +16,23 @@
 
 #include "common/passive_openmp.h"
 #include "client/quantize_flags.h"
-#include "client/service_commands.h"
+#if defined(PTQ_WITH_SERVICE)
 #include "client/local_workers.h"
+#include "client/service_commands.h"
+#endif
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "worker/llama_model.h"
-#include "worker/perplexity.h"
-#include "worker/progress.h"
-#include "worker/quantize_pipeline.h"
+#include "core/model/llama_model.h"
+#include "core/model/perplexity.h"
+#include "core/pipeline/progress.h"
+#include "core/pipeline/quantize_pipeline.h"
+#include "core/pipeline/torch_errors.h"
 
 namespace {
 
-using ptq::worker::QuantizeOptions;
+using ptq::QuantizeOptions;
 
 double PeakRssMiB() {
   struct rusage usage;
@@ -45,23 +48,23 @@ int Fail(const absl::Status& status) {
 int RunEval(const std::string& model_dir, const std::string& text, int64_t seq_len,
             int64_t max_windows, bool json) {
   auto start = std::chrono::steady_clock::now();
-  auto model = ptq::worker::LlamaModel::Open(model_dir);
+  auto model = ptq::LlamaModel::Open(model_dir);
   if (!model.ok()) return Fail(model.status());
   auto tokenizer = ptq::TokenizerForModel(model_dir, (*model)->config().vocab_size);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
   auto tokens = ptq::LoadTokens(text, **tokenizer, (*model)->config().vocab_size);
   if (!tokens.ok()) return Fail(tokens.status());
-  ptq::worker::PerplexityOptions po;
+  ptq::PerplexityOptions po;
   po.seq_len = seq_len;
   po.max_windows = max_windows;
   // The text is evaluated in chunks of windows, each through every block: the step count is known
   // once the evaluation has split the text.
-  std::optional<ptq::worker::Progress> progress;
+  std::optional<ptq::Progress> progress;
   po.on_progress = [&](int64_t done, int64_t total) {
     if (!progress) progress.emplace("eval", total);
     progress->Advance(1, "step " + std::to_string(done) + "/" + std::to_string(total));
   };
-  auto result = ptq::worker::EvaluatePerplexity(**model, *tokens, po);
+  auto result = ptq::CatchTorchErrors([&] { return ptq::EvaluatePerplexity(**model, *tokens, po); });
   if (!result.ok()) return Fail(result.status());
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -79,21 +82,30 @@ int RunEval(const std::string& model_dir, const std::string& text, int64_t seq_l
 }
 
 int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
+  ptq::JobHooks hooks;
+#if defined(PTQ_WITH_SERVICE)
   std::unique_ptr<ptq::client::LocalWorkerGroup> group;
-  ptq::worker::JobHooks hooks;
   if (workers > 1 || ptq::client::LocalWorkerRank().has_value()) {
     auto started = ptq::client::LocalWorkerGroup::Start(workers, argv);
     if (!started.ok()) return Fail(started.status());
     group = std::move(*started);
     hooks.group = &group->collective();
   }
-  auto report = ptq::worker::RunQuantize(o, hooks);
+  auto report = ptq::CatchTorchErrors([&] { return ptq::RunQuantize(o, hooks); });
   if (group != nullptr && group->rank() != 0) return report.ok() ? 0 : Fail(report.status());
   if (group != nullptr) {
     if (!report.ok()) group->KillChildren();
     absl::Status workers_status = group->Wait();
     if (report.ok() && !workers_status.ok()) return Fail(workers_status);
   }
+#else
+  (void)argv;
+  if (workers > 1) {
+    return Fail(absl::FailedPreconditionError(
+        "--workers needs the service build (this ptq was built with -DPTQ_SERVICE=OFF)"));
+  }
+  auto report = ptq::CatchTorchErrors([&] { return ptq::RunQuantize(o, hooks); });
+#endif
   if (!report.ok()) return Fail(report.status());
   const auto& r = *report;
   if (json) {
@@ -102,7 +114,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
       layers.push_back({{"name", l.name}, {"loss", l.loss}, {"relative_loss", l.relative_loss},
                         {"rtn_relative_loss", l.rtn_relative_loss}, {"seconds", l.seconds}});
     }
-    nlohmann::json j = ptq::worker::OptionsJson(o);
+    nlohmann::json j = ptq::CheckpointOptionsJson(o);
     j.update({
         {"model", o.model_dir},
         {"calib", o.calib_path},
@@ -150,10 +162,10 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads for tensor work (default: all cores)");
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();
 
-  ptq::client::QuantizeFlags q_flags;
+  QuantizeOptions q;
   bool q_json = false;
   auto* quantize = app.add_subcommand("quantize", "quantize a model in this process");
-  ptq::client::AddQuantizeFlags(quantize, &q_flags);
+  ptq::client::AddQuantizeFlags(quantize, &q);
   quantize->add_flag("--json", q_json, "print one JSON object");
   int q_workers = 1;
   quantize->add_option("--workers", q_workers,
@@ -173,17 +185,24 @@ int main(int argc, char** argv) {
   eval->add_option("--windows", e_windows, "evaluate at most this many windows");
   eval->add_flag("--json", e_json, "print one JSON object");
 
+#if defined(PTQ_WITH_SERVICE)
   ptq::client::ServiceCommands service_commands(app);
+#endif
 
   CLI11_PARSE(app, argc, argv);
   // Local workers started by `--workers` leave the talking to rank 0.
+#if defined(PTQ_WITH_SERVICE)
   const bool started_worker = ptq::client::LocalWorkerRank().has_value();
+#else
+  const bool started_worker = false;
+#endif
   ptq::InitLogging(started_worker ? std::string("warn") : log_level);
   // libtorch starts with 1 thread in C++; local workers share the cores.
   const int sharing = (*quantize && q_workers > 1) ? q_workers : 1;
   at::set_num_threads(std::max(1, threads / sharing));
-  const QuantizeOptions q = q_flags.Options();
+#if defined(PTQ_WITH_SERVICE)
   if (auto code = service_commands.RunSelected(); code.has_value()) return *code;
+#endif
   std::unique_ptr<ptq::metrics::MetricsServer> metrics_server;
   if (*quantize && !q_metrics.empty() && !started_worker) {
     auto server = ptq::metrics::MetricsServer::Start(q_metrics, ptq::metrics::GlobalRegistry());

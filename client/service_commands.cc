@@ -106,7 +106,7 @@ ServiceCommands::ServiceCommands(CLI::App& app) {
         ->envname("PTQ_INSECURE");
   };
   submit_ = app.add_subcommand("submit", "queue a quantization job on a coordinator; prints its id");
-  AddQuantizeFlags(submit_, &submit_flags_);
+  AddQuantizeFlags(submit_, &submit_options_);
   add_common(submit_);
 
   watch_ = app.add_subcommand("watch", "follow a job's progress until it finishes");
@@ -141,7 +141,7 @@ std::optional<int> ServiceCommands::RunSelected() {
 }
 
 int ServiceCommands::Submit() {
-  worker::QuantizeOptions options = submit_flags_.Options();
+  QuantizeOptions options = submit_options_;
   options.model_dir = Absolute(options.model_dir);
   options.calib_path = Absolute(options.calib_path);
   options.eval_path = Absolute(options.eval_path);

@@ -44,7 +44,7 @@ class ServiceCommands {
   bool json_ = false;
   std::string job_id_;
   bool follow_ = false;
-  QuantizeFlags submit_flags_;
+  QuantizeOptions submit_options_;
   CLI::App* submit_ = nullptr;
   CLI::App* watch_ = nullptr;
   CLI::App* status_ = nullptr;

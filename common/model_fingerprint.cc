@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/stable_hash.h"
 
 namespace ptq {
 namespace {
@@ -15,22 +16,12 @@ namespace {
 // Larger headers are refused by the safetensors reader too (common/safetensors_reader.h).
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
-class Fnv1a {
- public:
-  void Add(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) hash_ = (hash_ ^ p[i]) * 0x100000001b3ull;
-  }
-  void Add(const std::string& s) {
-    Add(s.data(), s.size());
-    const uint64_t n = s.size();  // length-prefixed parts: ("ab","c") != ("a","bc")
-    Add(&n, sizeof n);
-  }
-  uint64_t value() const { return hash_; }
-
- private:
-  uint64_t hash_ = 0xcbf29ce484222325ull;
-};
+// Length-prefixed parts: ("ab","c") != ("a","bc").
+void AddPart(StableHasher& hash, const std::string& s) {
+  hash.Add(s);
+  const uint64_t n = s.size();
+  hash.Add(&n, sizeof n);
+}
 
 absl::StatusOr<std::string> ReadAll(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -42,10 +33,10 @@ absl::StatusOr<std::string> ReadAll(const std::filesystem::path& path) {
 
 absl::StatusOr<std::string> ModelFingerprint(const std::string& model_dir) {
   namespace fs = std::filesystem;
-  Fnv1a hash;
+  StableHasher hash;
   auto config = ReadAll(fs::path(model_dir) / "config.json");
   if (!config.ok()) return config.status();
-  hash.Add(*config);
+  AddPart(hash, *config);
   std::vector<fs::path> files;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(model_dir, ec)) {
@@ -64,10 +55,10 @@ absl::StatusOr<std::string> ModelFingerprint(const std::string& model_dir) {
     if (!in.read(header.data(), static_cast<std::streamsize>(header_bytes))) {
       return absl::DataLossError(absl::StrCat(file.string(), ": truncated safetensors header"));
     }
-    hash.Add(file.filename().string());
+    AddPart(hash, file.filename().string());
     const uint64_t size = fs::file_size(file, ec);
     hash.Add(&size, sizeof size);
-    hash.Add(header);
+    AddPart(hash, header);
   }
   return absl::StrFormat("%016x", hash.value());
 }

@@ -45,7 +45,7 @@ struct GptqBlockArgs {
 // nullptr when the arguments are consistent, else what is wrong.
 const char* GptqBlockArgsError(const GptqBlockArgs& args);
 
-// CPU reference: the same arithmetic, in the same order, as worker/gptq_quantizer.cc's column loop.
+// CPU reference: the same arithmetic, in the same order, as core/quant/gptq_quantizer.cc's column loop.
 absl::Status GptqBlockRef(const GptqBlockArgs& args);
 
 // CUDA version on device pointers, launched on `stream` (a cudaStream_t; null: the default stream).

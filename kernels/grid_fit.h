@@ -1,4 +1,4 @@
-// The b-bit grid of worker/quant_grid.h in a form both host references and CUDA kernels compile:
+// The b-bit grid of core/quant/quant_grid.h in a form both host references and CUDA kernels compile:
 // GridFromRange without the MSE search, the code and its dequantized value. Kept in one place so
 // the kernels and their references cannot drift apart; RoundToHalf is float16 round-to-nearest-even.
 #pragma once
@@ -60,7 +60,7 @@ struct Grid {
   float zero;
 };
 
-// As worker/quant_grid.cc's GridFromRange: 0 always in range, symmetric ranges mirrored, a scale
+// As core/quant/quant_grid.cc's GridFromRange: 0 always in range, symmetric ranges mirrored, a scale
 // rounded to float16 never 0.
 PTQ_HD Grid GridFromRange(float lo, float hi, int bits, bool sym, int min_zero, bool fp16_scales) {
   const int maxq = (1 << bits) - 1;

@@ -25,8 +25,8 @@ common="common/safetensors_reader.cc common/dtype.cc common/mapped_file.cc commo
 # Targets that link the regular build: the sources compiled again with instrumentation, and the
 # test whose link line supplies everything else.
 declare -A instrumented=(
-  [job_spec_fuzz]="worker/quantize_spec.cc common/path_confinement.cc common/model_config.cc"
-  [checkpoint_reader_fuzz]="worker/gptq_weight_source.cc worker/llama_model.cc common/model_files.cc common/safetensors_reader.cc common/gptq_format.cc"
+  [job_spec_fuzz]="worker/quantize_spec.cc core/pipeline/quantize_options.cc common/path_confinement.cc common/model_config.cc"
+  [checkpoint_reader_fuzz]="core/checkpoint/gptq_weight_source.cc core/model/llama_model.cc common/model_files.cc common/safetensors_reader.cc common/gptq_format.cc"
 )
 link_like=quantize_spec_test
 

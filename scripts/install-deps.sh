@@ -11,6 +11,8 @@ packages=(
   libmicrohttpd-dev                          # /metrics endpoint (prometheus-cpp is not in Debian 12)
   python3 python3-yaml                       # test scripts; offline checks of deploy/
   sentencepiece                              # spm_encode, for models with a tokenizer.model
+  ccache                                     # reuse objects across the two build variants and clones
+  libxxhash-dev                              # the defined hash of resume keys and model fingerprints
   openssl iproute2                           # TLS certificates (tls_test, docs); ip netns (netns test)
 )
 missing=()

@@ -1,6 +1,7 @@
 #include "server/embedded_worker.h"
 
-#include "worker/quantize_pipeline.h"
+#include "core/pipeline/quantize_pipeline.h"
+#include "worker/job_runner.h"
 #include "worker/quantize_spec.h"
 
 namespace ptq::server {
@@ -11,11 +12,11 @@ absl::Status EmbeddedWorker::Validate(const v1::JobSpec& spec) {
 
 absl::StatusOr<v1::JobResult> EmbeddedWorker::Run(const v1::JobSpec& spec,
                                                   const ExecutionHooks& hooks) {
-  worker::JobHooks job_hooks;
+  JobHooks job_hooks;
   job_hooks.cancel = hooks.cancel;
   if (!hooks.job_id.empty()) job_hooks.job_id = hooks.job_id;
   if (hooks.on_layer) {
-    job_hooks.on_layer = [&hooks](const worker::LayerProgress& p) {
+    job_hooks.on_layer = [&hooks](const LayerProgress& p) {
       hooks.on_layer(worker::LayerProgressToProto(p));
     };
   }

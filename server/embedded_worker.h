@@ -1,5 +1,5 @@
 // The coordinator's in-process worker: runs a job with the one-process pipeline
-// (worker::RunQuantize) on the calling thread. The only server file that includes worker/; it goes
+// (RunQuantize) on the calling thread. The only server file that includes worker/; it goes
 // away when jobs run on remote workers.
 #pragma once
 

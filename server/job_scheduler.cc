@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/metric_names.h"
-#include "worker/block_store.h"
+#include "core/checkpoint/output_folder.h"
 
 namespace ptq::server {
 namespace {
@@ -298,7 +298,7 @@ void JobScheduler::RunJob(v1::Job job) {
     *done.mutable_result() = *std::move(result);
     Log(id, absl::StrCat("succeeded: checkpoint ", done.result().checkpoint_path()));
   } else if (result.status().code() == absl::StatusCode::kCancelled && cancel_requested_) {
-    worker::RemoveBlockStore(done.spec().output_path());  // nothing to resume
+    RemoveBlockStore(done.spec().output_path());  // nothing to resume
     done.set_state(v1::JOB_STATE_CANCELLED);
     done.set_error(std::string(result.status().message()));
     Log(id, absl::StrCat("cancelled: ", result.status().message()));

@@ -7,7 +7,7 @@
 //
 // Recovery: Start re-queues jobs the store holds as RUNNING (the previous coordinator was killed
 // or stopped mid-job), ahead of the jobs that were still queued. Their run resumes from the last
-// finished block, which the pipeline keeps next to the output (worker/block_store.h). A job that
+// finished block, which the pipeline keeps next to the output (core/checkpoint/block_store.h). A job that
 // ends cancelled has that folder removed; a failed one keeps it, so submitting it again resumes.
 //
 // Thread safety: every public method may be called from any thread.

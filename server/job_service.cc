@@ -1,6 +1,7 @@
 #include "server/job_service.h"
 
 #include "common/path_confinement.h"
+#include "common/stable_hash.h"
 
 #include <chrono>
 #include <functional>
@@ -21,7 +22,7 @@ std::string ClientIdentity(const grpc::ServerContext& context) {
   const auto& metadata = context.client_metadata();
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
     return absl::StrFormat("token %016x",
-                           std::hash<std::string>{}(std::string(it->second.data(), it->second.size())));
+                           StableHash64(std::string_view(it->second.data(), it->second.size())));
   }
   std::string peer = context.peer();  // "ipv4:10.0.0.5:43210", "ipv6:[::1]:43210", "unix:..."
   if (auto colon = peer.rfind(':'); colon != std::string::npos && colon > peer.find(':')) {

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "worker/collective.h"
+#include "core/dist/collective.h"
 
 namespace gloo::rendezvous {
 class Store;

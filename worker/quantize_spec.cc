@@ -1,15 +1,18 @@
 #include "worker/quantize_spec.h"
 
-#include <c10/util/Exception.h>
-
 #include <filesystem>
+#include <type_traits>
+
+#include <google/protobuf/descriptor.h>
 
 #include "absl/strings/str_cat.h"
-#include "worker/output_folder.h"
 #include "common/model_config.h"
 
 namespace ptq::worker {
 namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Reflection;
 
 absl::Status Invalid(const std::string& field, const absl::Status& status) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", status.message()));
@@ -23,80 +26,72 @@ absl::Status CheckReadableFile(const std::string& field, const std::string& path
   return absl::OkStatus();
 }
 
-}  // namespace
-
-v1::JobSpec SpecFromQuantizeOptions(const QuantizeOptions& o) {
-  v1::JobSpec s;
-  s.set_model_path(o.model_dir);
-  s.set_calib_path(o.calib_path);
-  s.set_output_path(o.out_dir);
-  s.set_eval_path(o.eval_path);
-  s.set_force(o.force);
-  s.set_method(o.method);
-  s.set_format(o.format);
-  s.set_bits(o.gptq.grid.bits);
-  s.set_group_size(o.gptq.group_size);
-  s.set_sym(o.gptq.grid.sym);
-  s.set_mse_grid(o.gptq.grid.mse);
-  s.set_act_order(o.gptq.act_order);
-  s.set_static_groups(o.gptq.static_groups);
-  s.set_damp(o.gptq.damp);
-  s.set_joint_rows(o.joint_rows);
-  s.set_refine_iters(o.refine_iters);
-  s.set_requant_passes(o.requant_passes);
-  s.set_scale_init(o.scale_init);
-  s.set_partial_groups(o.partial_groups);
-  if (o.residual_alpha >= 0) s.set_residual_alpha(o.residual_alpha);
-  s.set_no_value_block(!o.value_block);
-  s.set_no_sequential(!o.sequential);
-  s.set_qk_hessian(o.qk_hessian);
-  if (o.value_damp >= 0) s.set_value_damp(o.value_damp);
-  s.set_act_order_rows(o.act_order_rows);
-  s.set_samples(o.samples);
-  s.set_seq_len(o.seq_len);
-  s.set_seed(o.seed);
-  s.set_batch_windows(o.batch_windows);
-  s.set_eval_seq_len(o.eval_seq_len);
-  s.set_eval_max_windows(o.eval_max_windows);
-  s.set_skip_fp_eval(!o.eval_fp);
-  return s;
+// The JobSpec field an option row names. Its existence and type are checked for every row by
+// tests/worker/quantize_spec_test.cc, so a mismatch cannot ship.
+const FieldDescriptor* SpecField(const OptionField& f) {
+  return v1::JobSpec::descriptor()->FindFieldByName(std::string(f.name));
 }
 
-QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& s) {
-  QuantizeOptions o;  // its defaults are the API's defaults
-  o.model_dir = s.model_path();
-  o.calib_path = s.calib_path();
-  o.out_dir = s.output_path();
-  o.eval_path = s.eval_path();
-  o.force = s.force();
-  if (!s.method().empty()) o.method = s.method();
-  if (!s.format().empty()) o.format = s.format();
-  if (s.has_bits()) o.gptq.grid.bits = s.bits();
-  if (s.has_group_size()) o.gptq.group_size = s.group_size();
-  o.gptq.grid.sym = s.sym();
-  o.gptq.grid.mse = s.mse_grid();
-  o.gptq.act_order = s.act_order();
-  o.gptq.static_groups = s.static_groups();
-  if (s.has_damp()) o.gptq.damp = s.damp();
-  if (s.has_joint_rows()) o.joint_rows = s.joint_rows();
-  o.refine_iters = s.refine_iters();
-  o.requant_passes = s.requant_passes();
-  if (!s.scale_init().empty()) o.scale_init = s.scale_init();
-  o.partial_groups = s.partial_groups();
-  if (s.has_residual_alpha()) o.residual_alpha = s.residual_alpha();
-  o.value_block = !s.no_value_block();
-  o.sequential = !s.no_sequential();
-  if (!s.qk_hessian().empty()) o.qk_hessian = s.qk_hessian();
-  if (s.has_value_damp()) o.value_damp = s.value_damp();
-  o.act_order_rows = s.act_order_rows();
-  if (s.has_samples()) o.samples = s.samples();
-  if (s.has_seq_len()) o.seq_len = s.seq_len();
-  o.seed = s.seed();
-  if (s.has_batch_windows()) o.batch_windows = s.batch_windows();
-  o.eval_seq_len = s.eval_seq_len();
-  o.eval_max_windows = s.eval_max_windows();
-  o.eval_fp = !s.skip_fp_eval();
-  return o;
+template <typename T>
+void SetField(v1::JobSpec& spec, const FieldDescriptor* field, const T& value) {
+  const Reflection* r = spec.GetReflection();
+  if constexpr (std::is_same_v<T, std::string>) r->SetString(&spec, field, value);
+  else if constexpr (std::is_same_v<T, bool>) r->SetBool(&spec, field, value);
+  else if constexpr (std::is_same_v<T, int>) r->SetInt32(&spec, field, value);
+  else if constexpr (std::is_same_v<T, int64_t>) r->SetInt64(&spec, field, value);
+  else if constexpr (std::is_same_v<T, uint64_t>) r->SetUInt64(&spec, field, value);
+  else if constexpr (std::is_same_v<T, double>) r->SetDouble(&spec, field, value);
+  else static_assert(sizeof(T) == 0, "an option type JobSpec cannot carry");
+}
+
+template <typename T>
+T GetField(const v1::JobSpec& spec, const FieldDescriptor* field) {
+  const Reflection* r = spec.GetReflection();
+  if constexpr (std::is_same_v<T, std::string>) return r->GetString(spec, field);
+  else if constexpr (std::is_same_v<T, bool>) return r->GetBool(spec, field);
+  else if constexpr (std::is_same_v<T, int>) return r->GetInt32(spec, field);
+  else if constexpr (std::is_same_v<T, int64_t>) return r->GetInt64(spec, field);
+  else if constexpr (std::is_same_v<T, uint64_t>) return r->GetUInt64(spec, field);
+  else if constexpr (std::is_same_v<T, double>) return r->GetDouble(spec, field);
+  else static_assert(sizeof(T) == 0, "an option type JobSpec cannot carry");
+}
+
+}  // namespace
+
+v1::JobSpec SpecFromQuantizeOptions(const QuantizeOptions& options) {
+  v1::JobSpec spec;
+  VisitQuantizeOptions(options, [&spec](const OptionField& f, const auto& value) {
+    using T = std::decay_t<decltype(value)>;
+    const FieldDescriptor* field = SpecField(f);
+    if (field == nullptr) return;
+    if constexpr (std::is_same_v<T, bool>) {
+      SetField(spec, field, f.negated ? !value : value);
+    } else {
+      SetField(spec, field, value);
+    }
+  });
+  return spec;
+}
+
+QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& spec) {
+  QuantizeOptions options;  // its defaults are the API's defaults
+  const Reflection* r = spec.GetReflection();
+  VisitQuantizeOptions(options, [&](const OptionField& f, auto& member) {
+    using T = std::decay_t<decltype(member)>;
+    const FieldDescriptor* field = SpecField(f);
+    if (field == nullptr) return;
+    // Unset: an `optional` field not present, or an empty string.
+    if (field->has_presence() && !r->HasField(spec, field)) return;
+    const T value = GetField<T>(spec, field);
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!value.empty()) member = value;
+    } else if constexpr (std::is_same_v<T, bool>) {
+      member = f.negated ? !value : value;
+    } else {
+      member = value;
+    }
+  });
+  return options;
 }
 
 absl::Status ValidateQuantizeSpec(const v1::JobSpec& spec) {
@@ -119,58 +114,10 @@ absl::Status ValidateQuantizeSpec(const v1::JobSpec& spec) {
                                                      " already holds a model (use --force to replace it)"));
     }
   }
-  const QuantizeOptions options = QuantizeOptionsFromSpec(spec);
-  if (options.batch_windows <= 0) return absl::InvalidArgumentError("batch_windows must be positive");
-  if (auto s = ValidateQuantizeOptions(options, *config); !s.ok()) {
+  if (auto s = ValidateQuantizeOptions(QuantizeOptionsFromSpec(spec), *config); !s.ok()) {
     return absl::InvalidArgumentError(s.message());
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const JobHooks& hooks) {
-  const QuantizeOptions options = QuantizeOptionsFromSpec(spec);
-  absl::StatusOr<QuantizeReport> report;
-  try {
-    report = RunQuantize(options, hooks);
-  } catch (const c10::Error& e) {  // LibTorch throws; the job fails with its message
-    report = absl::InternalError(absl::StrCat("LibTorch: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    report = absl::InternalError(e.what());
-  }
-  return report;  // a failed run's staging folder is gone with its OutputFolder
-}
-
-v1::JobResult JobResultFromReport(const QuantizeReport& r) {
-  v1::JobResult result;
-  result.set_checkpoint_path(r.out_dir);
-  if (r.perplexity_fp >= 0) result.set_perplexity_before(r.perplexity_fp);
-  if (r.perplexity_quant >= 0) result.set_perplexity_after(r.perplexity_quant);
-  result.set_seconds(r.seconds);
-  for (const auto& l : r.layers) {
-    v1::LayerResult* layer = result.add_layers();
-    layer->set_name(l.name);
-    layer->set_loss(l.loss);
-    layer->set_relative_loss(l.relative_loss);
-    layer->set_seconds(l.seconds);
-  }
-  return result;
-}
-
-v1::LayerProgress LayerProgressToProto(const LayerProgress& p) {
-  v1::LayerProgress e;
-  e.set_block(p.block);
-  e.set_num_blocks(p.num_blocks);
-  e.set_layers_done(p.layers_done);
-  e.set_layers_total(p.layers_total);
-  if (p.layer != nullptr) {
-    e.set_layer(p.layer->name);
-    e.set_loss(p.layer->loss);
-    e.set_relative_loss(p.layer->relative_loss);
-    e.set_layer_seconds(p.layer->seconds);
-  }
-  e.set_elapsed_seconds(p.elapsed_seconds);
-  e.set_eta_seconds(p.eta_seconds);
-  return e;
 }
 
 }  // namespace ptq::worker

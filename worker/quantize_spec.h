@@ -1,12 +1,12 @@
-// The API's job description (ptq.v1.JobSpec) and the pipeline's QuantizeOptions, converted both ways,
-// so `ptq submit` and `ptq quantize` share one flag parser and a submitted job runs exactly the
-// options the same command line would run in process. This is the worker's side of the RPC boundary:
-// the one worker file that includes generated protobuf headers.
+// The API's job description (ptq.v1.JobSpec) and QuantizeOptions, converted both ways by the names
+// core/pipeline/quantize_options.h gives every option (protobuf reflection, no per-field code), so
+// `ptq submit` and `ptq quantize` share one flag parser and a submitted job runs exactly the options
+// the same command line would run in process. No LibTorch: the coordinator and the client use it.
 #pragma once
 
 #include "absl/status/status.h"
+#include "core/pipeline/quantize_options.h"
 #include "ptq/v1/job.pb.h"
-#include "worker/quantize_pipeline.h"
 
 namespace ptq::worker {
 
@@ -18,16 +18,9 @@ v1::JobSpec SpecFromQuantizeOptions(const QuantizeOptions& options);
 QuantizeOptions QuantizeOptionsFromSpec(const v1::JobSpec& spec);
 
 // What can be checked before running: required paths given and present, no model already at the
-// output path unless forced, and the options valid for the model's config (ValidateQuantizeOptions). Every failure is InvalidArgument with one readable
-// line naming the field, e.g. "model_path /x: no config.json".
+// output path unless forced, and the options valid for the model's config (ValidateQuantizeOptions).
+// Every failure is InvalidArgument with one readable line naming the field, e.g.
+// "model_path /x: no config.json".
 absl::Status ValidateQuantizeSpec(const v1::JobSpec& spec);
-
-// Runs the job `spec` describes (RunQuantize): a LibTorch exception becomes an error, and a run that
-// did not finish (failed, cancelled) leaves no staging folder behind.
-absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const JobHooks& hooks);
-
-// The pipeline's report and progress as the API's messages (JobResult, LayerProgress events).
-v1::JobResult JobResultFromReport(const QuantizeReport& report);
-v1::LayerProgress LayerProgressToProto(const LayerProgress& progress);
 
 }  // namespace ptq::worker

@@ -14,8 +14,9 @@
 #include "common/model_fingerprint.h"
 #include "common/version.h"
 #include "ptq/v1/worker_service.grpc.pb.h"
-#include "worker/collective.h"
-#include "worker/quantize_pipeline.h"
+#include "core/dist/collective.h"
+#include "core/pipeline/quantize_pipeline.h"
+#include "worker/job_runner.h"
 #include "worker/quantize_spec.h"
 #ifdef PTQ_HAVE_GLOO
 #include "worker/coordinator_store.h"

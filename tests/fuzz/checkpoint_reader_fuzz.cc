@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include "worker/llama_model.h"
+#include "core/model/llama_model.h"
 
 namespace {
 
@@ -57,7 +57,7 @@ void Unpack(std::string_view input, const std::filesystem::path& dir) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::filesystem::path dir = FolderForThisProcess();
   Unpack(std::string_view(reinterpret_cast<const char*>(data), size), dir);
-  auto model = ptq::worker::LlamaModel::Open(dir.string());
+  auto model = ptq::LlamaModel::Open(dir.string());
   if (!model.ok()) return 0;
   const ptq::ModelConfig& c = (*model)->config();
   // The ends: an embedding lookup of token 0 and the head on its output.

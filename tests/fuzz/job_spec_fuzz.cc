@@ -57,27 +57,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!valid.ok()) return 0;
 
   // Accepted: the ranges RunQuantize relies on.
-  const ptq::worker::QuantizeOptions o = ptq::worker::QuantizeOptionsFromSpec(spec);
+  const ptq::QuantizeOptions o = ptq::worker::QuantizeOptionsFromSpec(spec);
   const int bits = o.gptq.grid.bits;
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8) __builtin_trap();
-  if (o.samples <= 0 || o.seq_len <= 0 || o.seq_len > ptq::worker::kMaxSequenceLength) __builtin_trap();
-  if (o.batch_windows <= 0 || o.batch_windows > ptq::worker::kMaxCalibrationTokens) __builtin_trap();
-  if (o.samples > ptq::worker::kMaxCalibrationTokens / o.seq_len) __builtin_trap();
-  if (o.eval_seq_len < 0 || o.eval_seq_len > ptq::worker::kMaxSequenceLength) __builtin_trap();
+  if (o.samples <= 0 || o.seq_len <= 0 || o.seq_len > ptq::kMaxSequenceLength) __builtin_trap();
+  if (o.batch_windows <= 0 || o.batch_windows > ptq::kMaxCalibrationTokens) __builtin_trap();
+  if (o.samples > ptq::kMaxCalibrationTokens / o.seq_len) __builtin_trap();
+  if (o.eval_seq_len < 0 || o.eval_seq_len > ptq::kMaxSequenceLength) __builtin_trap();
   if (o.eval_max_windows < 0) __builtin_trap();
   if (!std::isfinite(o.gptq.damp) || o.gptq.damp < 0) __builtin_trap();
   if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) __builtin_trap();
   if (!std::isfinite(o.value_damp)) __builtin_trap();
-  if (o.joint_rows < 1 || o.refine_iters < 0 || o.refine_iters > ptq::worker::kMaxRefineIters) {
+  if (o.joint_rows < 1 || o.refine_iters < 0 || o.refine_iters > ptq::kMaxRefineIters) {
     __builtin_trap();
   }
-  if (o.requant_passes < 0 || o.requant_passes > ptq::worker::kMaxRequantPasses) __builtin_trap();
+  if (o.requant_passes < 0 || o.requant_passes > ptq::kMaxRequantPasses) __builtin_trap();
   if (o.qk_hessian != "moment" && o.qk_hessian != "covariance" && o.qk_hessian != "softmax") {
     __builtin_trap();
   }
 
   // Round trip: the spec a worker receives runs the same options.
-  const ptq::worker::QuantizeOptions again =
+  const ptq::QuantizeOptions again =
       ptq::worker::QuantizeOptionsFromSpec(ptq::worker::SpecFromQuantizeOptions(o));
   if (ptq::worker::SpecFromQuantizeOptions(again).SerializeAsString() !=
       ptq::worker::SpecFromQuantizeOptions(o).SerializeAsString()) {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "tests/kernels/cuda_test_util.h"
-#include "worker/gptq_quantizer.h"
+#include "core/quant/gptq_quantizer.h"
 
 namespace ptq::kernels {
 namespace {
@@ -75,7 +75,7 @@ BlockResult RunRef(at::Tensor w, const at::Tensor& u, int64_t b0, int64_t count,
 }
 
 at::Tensor FactorU(const at::Tensor& h) {
-  auto u = worker::InverseCholeskyUpper(h, 0.01, "test");
+  auto u = InverseCholeskyUpper(h, 0.01, "test");
   EXPECT_TRUE(u.ok()) << u.status();
   return u->to(at::kFloat).contiguous();
 }
@@ -89,12 +89,12 @@ TEST(GptqBlockRefTest, OneBlockEqualsGptqQuantize) {
   for (int bits : {2, 3, 4, 8}) {
     for (bool sym : {false, true}) {
       for (int64_t group : {int64_t{-1}, int64_t{32}}) {
-        worker::GptqOptions o;
+        GptqOptions o;
         o.grid.bits = bits;
         o.grid.sym = sym;
         o.group_size = group;
         o.block_size = 128;
-        auto expected = worker::GptqQuantize(w, h, o, "block");
+        auto expected = GptqQuantize(w, h, o, "block");
         ASSERT_TRUE(expected.ok()) << expected.status();
         BlockResult got = RunRef(w.clone(), u, 0, cols, group > 0 ? group : 0, bits, sym);
         SCOPED_TRACE(::testing::Message() << "bits " << bits << " sym " << sym << " group " << group);
@@ -113,11 +113,11 @@ TEST(GptqBlockRefTest, SeveralBlocksWithLazyUpdatesMatchGptqQuantize) {
   at::Tensor u = FactorU(h);
   at::manual_seed(6);
   at::Tensor w = at::randn({rows, cols}, at::kFloat);
-  worker::GptqOptions o;
+  GptqOptions o;
   o.grid.bits = 3;
   o.group_size = group;
   o.block_size = block;
-  auto expected = worker::GptqQuantize(w, h, o, "blocks");
+  auto expected = GptqQuantize(w, h, o, "blocks");
   ASSERT_TRUE(expected.ok()) << expected.status();
 
   at::Tensor cur = w.clone();

@@ -11,7 +11,7 @@
 #include "common/dtype.h"
 #include "kernels/grid_fit.h"
 #include "tests/kernels/cuda_test_util.h"
-#include "worker/quant_grid.h"
+#include "core/quant/quant_grid.h"
 
 namespace ptq::kernels {
 namespace {
@@ -114,13 +114,13 @@ TEST(GridFitTest, GridFromRangeMatchesWorkerGrid) {
   for (int bits : {2, 3, 4, 8}) {
     for (bool sym : {false, true}) {
       for (int min_zero : {0, 1}) {
-        worker::GridOptions o;
+        GridOptions o;
         o.bits = bits;
         o.sym = sym;
         o.min_zero = min_zero;
         for (int64_t i = 0; i + 1 < x.numel(); i += 2) {
           const float lo = std::min(px[i], px[i + 1]), hi = std::max(px[i], px[i + 1]);
-          worker::GridParams want = worker::GridFromRange(lo, hi, o);
+          GridParams want = GridFromRange(lo, hi, o);
           Grid got = GridFromRange(lo, hi, bits, sym, min_zero, true);
           ASSERT_EQ(got.scale, want.scale);
           ASSERT_EQ(got.zero, want.zero);

@@ -16,8 +16,8 @@
 #include "ptq/v1/job_service.grpc.pb.h"
 #include "server/coordinator.h"
 #include "tests/test_paths.h"
-#include "worker/output_folder.h"
-#include "worker/quantize_pipeline.h"
+#include "core/checkpoint/output_folder.h"
+#include "core/pipeline/quantize_pipeline.h"
 #include "worker/quantize_spec.h"
 
 namespace ptq::server {
@@ -29,7 +29,7 @@ using Clock = std::chrono::steady_clock;
 std::string TempPath(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ptq_load_test_" + name);
   fs::remove_all(p);
-  for (const std::string& staging : worker::StagingFolders(p.string())) fs::remove_all(staging);
+  for (const std::string& staging : StagingFolders(p.string())) fs::remove_all(staging);
   return p.string();
 }
 
@@ -53,8 +53,8 @@ int64_t PeakRssBytes() {
   return -1;
 }
 
-worker::QuantizeOptions JobOptions(const std::string& out) {
-  worker::QuantizeOptions o;
+QuantizeOptions JobOptions(const std::string& out) {
+  QuantizeOptions o;
   o.model_dir = testing::DemoModelDir();
   o.calib_path = testing::DemoCalibText();
   o.out_dir = out;
@@ -70,7 +70,7 @@ TEST(CoordinatorLoadTest, ManyWatchersAndSubmitCancelChurnLeaveTheJobUnchanged) 
   at::set_num_threads(1);
   // The reference, alone; then the peak memory baseline.
   const std::string reference = TempPath("reference");
-  ASSERT_TRUE(worker::RunQuantize(JobOptions(reference)).ok());
+  ASSERT_TRUE(RunQuantize(JobOptions(reference)).ok());
   const int64_t rss_before = PeakRssBytes();
 
   metrics::Registry registry;

@@ -15,8 +15,8 @@
 #include "ptq/v1/job_service.grpc.pb.h"
 #include "server/coordinator.h"
 #include "tests/test_paths.h"
-#include "worker/output_folder.h"
-#include "worker/quantize_pipeline.h"
+#include "core/checkpoint/output_folder.h"
+#include "core/pipeline/quantize_pipeline.h"
 #include "worker/quantize_spec.h"
 
 namespace ptq::server {
@@ -26,13 +26,13 @@ namespace fs = std::filesystem;
 std::string TempPath(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("ptq_job_service_test_" + name);
   fs::remove_all(p);
-  for (const std::string& staging : worker::StagingFolders(p.string())) fs::remove_all(staging);
+  for (const std::string& staging : StagingFolders(p.string())) fs::remove_all(staging);
   return p.string();
 }
 
 // The tiny job of the brief: GPTQ W4 g64 on 8 windows of 64 tokens, no evaluation.
-worker::QuantizeOptions TinyOptions(const std::string& out) {
-  worker::QuantizeOptions o;
+QuantizeOptions TinyOptions(const std::string& out) {
+  QuantizeOptions o;
   o.model_dir = testing::DemoModelDir();
   o.calib_path = testing::DemoCalibText();
   o.out_dir = out;
@@ -73,7 +73,7 @@ class JobServiceTest : public ::testing::Test {
     stub_ = v1::JobService::NewStub(channel_);
   }
 
-  v1::Job Submit(const worker::QuantizeOptions& options) {
+  v1::Job Submit(const QuantizeOptions& options) {
     grpc::ClientContext context;
     v1::SubmitRequest request;
     *request.mutable_spec() = worker::SpecFromQuantizeOptions(options);
@@ -191,7 +191,7 @@ TEST_F(JobServiceTest, GptqJobStreamsProgressAndWritesTheSameCheckpointAsRunQuan
 
   // The same options run directly give the same tensors, byte for byte.
   const std::string direct_out = TempPath("direct");
-  auto direct = worker::RunQuantize(TinyOptions(direct_out));
+  auto direct = RunQuantize(TinyOptions(direct_out));
   ASSERT_TRUE(direct.ok()) << direct.status();
   const std::set<std::string> files = SafetensorsFiles(out);
   ASSERT_FALSE(files.empty());
@@ -235,7 +235,7 @@ TEST_F(JobServiceTest, GptqJobStreamsProgressAndWritesTheSameCheckpointAsRunQuan
 
 TEST_F(JobServiceTest, CancelOfARunningJobEndsCancelledWithoutACheckpoint) {
   const std::string out = TempPath("cancelled");
-  worker::QuantizeOptions options = TinyOptions(out);
+  QuantizeOptions options = TinyOptions(out);
   options.samples = 32;  // a little longer, so the job is surely still running
   v1::Job job = Submit(options);
   // `Logs --follow` started now streams until the job has finished.
@@ -272,7 +272,7 @@ TEST_F(JobServiceTest, CancelOfARunningJobEndsCancelledWithoutACheckpoint) {
   for (const auto& e : events) layers += e.has_layer();
   EXPECT_LT(layers, 4 * 7);
   EXPECT_FALSE(fs::exists(out));
-  EXPECT_TRUE(worker::StagingFolders(out).empty());
+  EXPECT_TRUE(StagingFolders(out).empty());
   follower.join();
   EXPECT_TRUE(follow_status.ok()) << follow_status.error_message();
   ASSERT_GE(followed.size(), 3u);
@@ -401,7 +401,7 @@ TEST(TokenJobServiceTest, CallsNeedAValidTokenOfTheRightRole) {
 TEST_F(JobServiceTest, OneClientMayQueueOnlySoManyJobsAndRequestsAreBounded) {
   // The default limit (CoordinatorOptions::max_queued_per_client) is 16: the first job runs, 16 queue,
   // the next is refused; cancelling one makes room again.
-  worker::QuantizeOptions options = TinyOptions(TempPath("limited"));
+  QuantizeOptions options = TinyOptions(TempPath("limited"));
   options.samples = 64;
   std::vector<std::string> ids;
   grpc::Status refused;

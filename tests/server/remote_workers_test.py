@@ -152,7 +152,7 @@ def check_done(job_id, job, out, what):
 
 
 def resumptions():
-    """How many times a worker resumed a job from finished blocks (worker/block_store.h)."""
+    """How many times a worker resumed a job from finished blocks (core/checkpoint/block_store.h)."""
     n = 0
     for name in os.listdir(tmp):
         if name.startswith("worker-"):

@@ -1,7 +1,7 @@
 // The pipeline run by a group of 2 and 3 ranks (threads joined by Gloo over loopback) writes the
 // checkpoint one process writes, byte for byte: GPTQ and TurboBoA with all its features (value
 // block, residual correction, scale refinement). Token shards are whole batches, statistics are
-// ExactSums, rows are quantized in fixed units (worker/layer_shard.h).
+// ExactSums, rows are quantized in fixed units (core/quant/layer_shard.h).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "tests/test_paths.h"
-#include "worker/quantize_pipeline.h"
+#include "core/pipeline/quantize_pipeline.h"
 
 #ifdef PTQ_HAVE_GLOO
 #include <gloo/rendezvous/hash_store.h>
@@ -18,7 +18,7 @@
 #include "worker/gloo_collective.h"
 #endif
 
-namespace ptq::worker {
+namespace ptq {
 namespace {
 namespace fs = std::filesystem;
 
@@ -74,7 +74,7 @@ TEST(DistributedPipelineTest, AnyGroupSizeWritesTheOneProcessCheckpoint) {
       std::vector<std::thread> ranks;
       for (int r = 0; r < size; ++r) {
         ranks.emplace_back([&, r] {
-          auto group = ConnectGloo(store, r, size);
+          auto group = worker::ConnectGloo(store, r, size);
           if (!group.ok()) {
             results[r] = group.status();
             return;
@@ -91,7 +91,9 @@ TEST(DistributedPipelineTest, AnyGroupSizeWritesTheOneProcessCheckpoint) {
     }
   }
 }
+#else
+TEST(DistributedPipelineTest, Skipped) { GTEST_SKIP() << "built without Gloo (libgloo-dev, PTQ_WITH_GLOO=ON): no multi-rank CPU collective"; }
 #endif
 
 }  // namespace
-}  // namespace ptq::worker
+}  // namespace ptq

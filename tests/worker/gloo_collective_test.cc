@@ -7,8 +7,8 @@
 #include <thread>
 
 #include "common/metrics.h"
-#include "worker/collective.h"
-#include "worker/exact_sum.h"
+#include "core/dist/collective.h"
+#include "core/stats/exact_sum.h"
 
 #ifdef PTQ_HAVE_GLOO
 #include <gloo/rendezvous/hash_store.h>
@@ -121,6 +121,8 @@ TEST(GlooCollectiveTest, ShardedExactSumsEqualOneProcessBitForBit) {
     });
   }
 }
+#else
+TEST(GlooCollectiveTest, Skipped) { GTEST_SKIP() << "built without Gloo (libgloo-dev, PTQ_WITH_GLOO=ON): no multi-rank CPU collective"; }
 #endif
 
 }  // namespace

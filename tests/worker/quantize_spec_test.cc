@@ -2,7 +2,11 @@
 #include "worker/quantize_spec.h"
 
 #include <cmath>
+#include <set>
 #include <string>
+#include <type_traits>
+
+#include <google/protobuf/descriptor.h>
 
 #include <gtest/gtest.h>
 
@@ -169,6 +173,34 @@ TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
   at_limit.set_refine_iters(kMaxRefineIters);
   at_limit.set_requant_passes(kMaxRequantPasses);
   EXPECT_TRUE(ValidateQuantizeSpec(at_limit).ok()) << ValidateQuantizeSpec(at_limit);
+}
+
+// The option list and the API agree: every option names a JobSpec field of its own type, and every
+// JobSpec field is an option (a field added to the API without a row would be silently dropped).
+TEST(QuantizeSpecTest, EveryOptionIsAJobSpecFieldAndEveryFieldAnOption) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Descriptor* d = v1::JobSpec::descriptor();
+  std::set<std::string> named;
+  QuantizeOptions o;
+  VisitQuantizeOptions(o, [&](const OptionField& f, const auto& member) {
+    using T = std::decay_t<decltype(member)>;
+    const FieldDescriptor* field = d->FindFieldByName(std::string(f.name));
+    ASSERT_NE(field, nullptr) << f.name;
+    named.insert(std::string(f.name));
+    FieldDescriptor::CppType want = FieldDescriptor::CPPTYPE_MESSAGE;
+    if constexpr (std::is_same_v<T, std::string>) want = FieldDescriptor::CPPTYPE_STRING;
+    if constexpr (std::is_same_v<T, bool>) want = FieldDescriptor::CPPTYPE_BOOL;
+    if constexpr (std::is_same_v<T, int>) want = FieldDescriptor::CPPTYPE_INT32;
+    if constexpr (std::is_same_v<T, int64_t>) want = FieldDescriptor::CPPTYPE_INT64;
+    if constexpr (std::is_same_v<T, uint64_t>) want = FieldDescriptor::CPPTYPE_UINT64;
+    if constexpr (std::is_same_v<T, double>) want = FieldDescriptor::CPPTYPE_DOUBLE;
+    EXPECT_EQ(field->cpp_type(), want) << f.name;
+    EXPECT_FALSE(field->is_repeated()) << f.name;
+  });
+  for (int i = 0; i < d->field_count(); ++i) {
+    EXPECT_TRUE(named.count(d->field(i)->name())) << "JobSpec." << d->field(i)->name()
+                                                   << " has no row in VisitQuantizeOptions";
+  }
 }
 
 }  // namespace

@@ -1,0 +1,46 @@
+// The forward of one Llama decoder block on a batch of hidden states: the unit the quantizer (and
+// later each worker) runs. Runs on whatever device the tensors live on.
+#pragma once
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "common/model_config.h"
+#include "core/model/block_weights.h"
+#include "core/model/rope.h"
+
+namespace ptq {
+
+// The four places where linear layers read their input; layers in one slot share it.
+enum class LinearSlot { kAttnIn, kAttnOut, kMlpIn, kMlpHidden };
+// {q,k,v} read kAttnIn, o reads kAttnOut, {gate,up} read kMlpIn, down reads kMlpHidden.
+LinearSlot SlotOf(LinearKind kind);
+
+// What attention-aware statistics need from inside attention.
+struct AttentionInternals {
+  const at::Tensor& queries;  // [batch, heads, tokens, head_dim], after RoPE
+  const at::Tensor& keys;     // [batch, kv_heads, tokens, head_dim], after RoPE
+  const at::Tensor& values;   // [batch, kv_heads, tokens, head_dim]
+  const at::Tensor& probs;    // [batch, heads, tokens, tokens], softmax output
+};
+
+class BlockObserver {
+ public:
+  virtual ~BlockObserver() = default;
+  // x: [batch, tokens, in] float32, the input shared by the slot's layers.
+  virtual void OnLinearInput(LinearSlot slot, const at::Tensor& x) {}
+  virtual void OnAttention(const AttentionInternals& internals) {}
+};
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// hidden: [batch, tokens, hidden] float32. Returns the block output of the same shape, or an
+// undefined tensor when `stop_after` is set and that slot's input has been observed (the rest of the
+// block is skipped to save work).
+at::Tensor BlockForward(const at::Tensor& hidden, const BlockWeights& weights,
+                        const ModelConfig& config, const RopeTable& rope,
+                        BlockObserver* observer = nullptr,
+                        std::optional<LinearSlot> stop_after = std::nullopt);
+
+}  // namespace ptq

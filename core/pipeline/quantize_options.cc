@@ -1,0 +1,164 @@
+#include "core/pipeline/quantize_options.h"
+
+#include <cmath>
+#include <numeric>
+#include <type_traits>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace ptq {
+
+absl::StatusOr<Method> ParseMethod(std::string_view name) {
+  if (name == "rtn") return Method::kRtn;
+  if (name == "gptq") return Method::kGptq;
+  if (name == "boa") return Method::kBoa;
+  if (name == "turboboa") return Method::kTurboBoa;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown method \"", std::string(name), "\" (supported: rtn, gptq, boa, turboboa)"));
+}
+
+std::string_view MethodName(Method method) {
+  switch (method) {
+    case Method::kRtn: return "rtn";
+    case Method::kGptq: return "gptq";
+    case Method::kBoa: return "boa";
+    case Method::kTurboBoa: return "turboboa";
+  }
+  return "?";
+}
+
+absl::StatusOr<CheckpointFormat> ParseCheckpointFormat(std::string_view name) {
+  if (name == "gptq") return CheckpointFormat::kGptq;
+  if (name == "dequantized") return CheckpointFormat::kDequantized;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown format \"", std::string(name), "\" (supported: gptq, dequantized)"));
+}
+
+absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig& c) {
+  absl::StatusOr<Method> method = ParseMethod(o.method);
+  if (!method.ok()) return method.status();
+  const bool attention_aware = *method == Method::kBoa || *method == Method::kTurboBoa;
+  if (o.joint_rows < 1 || (*method == Method::kTurboBoa && c.head_dim % o.joint_rows != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--joint-rows ", o.joint_rows,
+                                                   " must be positive and divide head_dim ", c.head_dim));
+  }
+  if (o.refine_iters < 0 || o.refine_iters > kMaxRefineIters) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--refine-iters must be between 0 and ", kMaxRefineIters));
+  }
+  if (o.requant_passes < 0 || o.requant_passes > kMaxRequantPasses) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--requant-passes must be between 0 and ", kMaxRequantPasses));
+  }
+  if (o.requant_passes > 0 && o.refine_iters == 0) {
+    return absl::InvalidArgumentError(
+        "--requant-passes quantizes again on the refined scales: it needs --refine-iters > 0");
+  }
+  if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) {
+    return absl::InvalidArgumentError("--residual-alpha must be between 0 (off) and 1 (exact target)");
+  }
+  if (*method == Method::kRtn && o.residual_alpha > 0) {
+    return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
+  }
+  if (o.scale_init != "minmax" && o.scale_init != "hessian" && o.scale_init != "hessian-block") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown --scale-init \"", o.scale_init,
+                                                   "\" (supported: minmax, hessian, hessian-block)"));
+  }
+  if (o.scale_init == "hessian-block" && o.gptq.group_size <= 0) {
+    // Per channel the "block" is the whole in x in Hessian: a d^T H d per candidate and row costs
+    // in^2 (79 TFLOP per layer of a 7B MLP); the diagonal search is what per-channel grids use.
+    return absl::InvalidArgumentError(
+        "--scale-init hessian-block needs groups (--group-size > 0); use hessian per channel");
+  }
+  if (QkHessian qk; !ParseQkHessian(o.qk_hessian, &qk)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown --qk-hessian \"", o.qk_hessian,
+                                                   "\" (supported: moment, covariance, softmax)"));
+  }
+  if (*method == Method::kRtn && (o.scale_init != "minmax" || o.refine_iters > 0)) {
+    return absl::InvalidArgumentError("--scale-init hessian and --refine-iters need a Hessian (not rtn)");
+  }
+  const int bits = o.gptq.grid.bits;
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported bits ", bits, " (use 2, 3, 4 or 8)"));
+  }
+  absl::StatusOr<CheckpointFormat> format = ParseCheckpointFormat(o.format);
+  if (!format.ok()) return format.status();
+  if (*format == CheckpointFormat::kGptq) {
+    // Packed words must be whole: inputs pack into qweight, outputs into qzeros.
+    const int64_t q_dim = c.num_attention_heads * c.head_dim;
+    const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
+    for (int64_t dim : {c.hidden_size, q_dim, kv_dim, c.intermediate_size}) {
+      if ((dim * bits) % 32 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "layer size ", dim, " cannot be packed at ", bits,
+            " bits in the GPTQ format (needs a multiple of ", 32 / std::gcd(32, bits),
+            "); use --format dequantized"));
+      }
+    }
+  }
+  if (o.samples <= 0 || o.seq_len <= 0) {
+    return absl::InvalidArgumentError("--samples and --seq-len must be positive");
+  }
+  if (o.seq_len > kMaxSequenceLength || o.samples > kMaxCalibrationTokens / o.seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--samples ", o.samples, " x --seq-len ", o.seq_len, " exceeds the limit of ",
+        kMaxCalibrationTokens, " calibration tokens (windows of at most ", kMaxSequenceLength, ")"));
+  }
+  if (o.batch_windows <= 0 || o.batch_windows > kMaxCalibrationTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_windows must be between 1 and ", kMaxCalibrationTokens));
+  }
+  if (o.eval_seq_len < 0 || o.eval_seq_len > kMaxSequenceLength || o.eval_max_windows < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--eval-seq-len must be between 0 and ", kMaxSequenceLength,
+        " and --eval-windows non-negative (0: defaults)"));
+  }
+  if (!std::isfinite(o.gptq.damp) || o.gptq.damp < 0) {
+    return absl::InvalidArgumentError("damping must be finite and non-negative");
+  }
+  if (!std::isfinite(o.value_damp)) {  // negative means "as --damp"
+    return absl::InvalidArgumentError("--value-damp must be finite");
+  }
+  if (o.act_order_rows && !attention_aware) {
+    return absl::InvalidArgumentError(
+        "--act-order-rows orders q/k rows by their H_out: it needs --method boa or turboboa");
+  }
+  const int64_t g = o.gptq.group_size;
+  if (g > 0) {
+    for (int64_t dim : {c.hidden_size, c.num_attention_heads * c.head_dim, c.intermediate_size}) {
+      if (dim % g != 0 && !o.partial_groups) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "group size ", g, " does not divide the input size ", dim,
+            " of some linear layers (use --partial-groups for a shorter last group, which vLLM's "
+            "kernels do not load, or a group size that divides it)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+QuantizeOptions ResolveQuantizeOptions(const QuantizeOptions& options) {
+  QuantizeOptions r = options;
+  const Method method = ParseMethod(options.method).value();
+  const bool attention_aware = method == Method::kBoa || method == Method::kTurboBoa;
+  if (method == Method::kBoa) r.joint_rows = 1;
+  if (r.residual_alpha < 0) r.residual_alpha = method == Method::kTurboBoa ? 0.25 : 0.0;
+  r.value_block = attention_aware && options.value_block;
+  r.value_damp = r.value_block ? (options.value_damp >= 0 ? options.value_damp : options.gptq.damp)
+                               : -1.0;
+  if (!attention_aware) r.qk_hessian.clear();
+  r.act_order_rows = attention_aware && options.act_order_rows;
+  return r;
+}
+
+nlohmann::json CheckpointOptionsJson(const QuantizeOptions& options) {
+  nlohmann::json j = nlohmann::json::object();
+  const QuantizeOptions resolved = ResolveQuantizeOptions(options);
+  VisitQuantizeOptions(resolved, [&j](const OptionField& f, const auto& value) {
+    if (!f.checkpoint.empty()) j[std::string(f.checkpoint)] = value;
+  });
+  return j;
+}
+
+}  // namespace ptq

@@ -1,0 +1,221 @@
+// The options of a quantization job, defined once. `VisitQuantizeOptions` lists every option a user
+// sets with its names: the `ptq quantize`/`ptq submit` flags (client/quantize_flags.h), the API's
+// JobSpec fields (worker/quantize_spec.h, by protobuf reflection on these names) and the checkpoint's
+// record of them (CheckpointOptionsJson) all derive from that one list, so a new option is a member
+// here, a row in the visitor and a JobSpec field. No LibTorch: the control plane uses this header.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/model_config.h"
+#include "core/quant/gptq_options.h"
+#include "core/stats/qk_hessian.h"
+
+namespace ptq {
+
+enum class Method { kRtn, kGptq, kBoa, kTurboBoa };
+// "rtn" | "gptq" | "boa" | "turboboa"; InvalidArgument naming the supported ones otherwise.
+absl::StatusOr<Method> ParseMethod(std::string_view name);
+std::string_view MethodName(Method method);
+
+enum class CheckpointFormat { kGptq, kDequantized };
+absl::StatusOr<CheckpointFormat> ParseCheckpointFormat(std::string_view name);
+
+struct QuantizeOptions {
+  std::string model_dir;
+  std::string calib_path;
+  std::string out_dir;
+  std::string eval_path;  // empty: no perplexity
+  bool eval_fp = true;    // also measure the full-precision model (before quantizing)
+  std::string method = "gptq";  // rtn | gptq | boa | turboboa
+  // BoA / TurboBoA: q_proj and k_proj rows quantized `joint_rows` at a time with out-channel
+  // compensation through their heads' H_out (boa forces 1); v, o and the MLP use GPTQ.
+  int64_t joint_rows = 16;
+  // Correction for the error earlier quantized layers pass on (TurboBoA feature 2): each layer's
+  // target is W X_f (full-precision inputs) instead of W X_q, with the cross term scaled by alpha.
+  // Negative: the method's default (turboboa 0.25, otherwise 0 = off). Costs a second block forward
+  // on the full-precision stream.
+  double residual_alpha = -1;
+  // BoA / TurboBoA: W_v quantized per key/value head with the covariance of the attention-weighted
+  // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in (less memory).
+  bool value_block = true;
+  // Damping of the value-block Hessians, as a fraction of each one's mean diagonal; negative: the
+  // same as gptq.damp. Attention-weighted inputs are averages over many positions, so their
+  // covariance is far more concentrated than H_in's (a test of whether 1 % is too little there).
+  double value_damp = -1;
+  // BoA / TurboBoA: quantize each head's q/k rows by decreasing diag(H_out) (BoaOptions).
+  bool act_order_rows = false;
+  // BoA / TurboBoA: which attention-score error H_out of q_proj/k_proj measures (core/stats/qk_hessian.h).
+  std::string qk_hessian = "moment";
+  // Statistics of each slot taken on the block whose earlier layers are already quantized (true, the
+  // standard "true sequential" order: Q/K/V, then O on their quantized outputs, then the MLP), or all
+  // on the full-precision block as the authors' TurboBoA code does (false, --no-sequential). The
+  // block input is the partly quantized model's in both cases.
+  bool sequential = true;
+  // Two-stage group scales, stage 2: coordinate-descent sweeps over the scales once the integers are
+  // fixed (0: off). Applies to every method except rtn.
+  int refine_iters = 0;
+  // Alternation of the integers and the scales: after stage 2, quantize each layer again on the
+  // refined grids (the integers adapt to the scales) and refine again, this many extra times; each
+  // head or row chunk keeps the pass with its lowest loss. Needs refine_iters > 0.
+  int requant_passes = 0;
+  // Two-stage group scales, stage 1: "minmax" (default), or "hessian": each group's scale searched
+  // (range shrink as --mse) to minimise its diag(H_in)-weighted error. Not for rtn.
+  std::string scale_init = "minmax";
+  // gptq: the packed GPTQ checkpoint vLLM and transformers load (classic zero - 1 storage);
+  // dequantized: an ordinary float32 model holding the quantized values.
+  std::string format = "gptq";
+  GptqOptions gptq;  // grid (bits, sym, mse), group size, act-order, damping
+  int64_t samples = 128;
+  int64_t seq_len = 256;
+  int64_t eval_seq_len = 0;  // 0: seq_len
+  int64_t eval_max_windows = 0;  // 0: the whole text
+  uint64_t seed = 0;
+  bool force = false;
+  // Allow a shorter last group where group_size does not divide a layer's input size (as GPTQ's
+  // reference code does). vLLM's and ExLlama's kernels reject such checkpoints, so it is opt-in.
+  bool partial_groups = false;
+  int64_t batch_windows = 8;  // calibration windows per forward call
+  // Not a job option (no flag, no JobSpec field): the caller's choice. Save each finished block next
+  // to the output (core/checkpoint/block_store.h) and resume from them: a run of the same job after
+  // a crash, a kill or a lost worker redoes only the unfinished blocks.
+  bool keep_blocks = true;
+};
+
+// How one option is named outside the struct.
+struct OptionField {
+  std::string_view name;        // the JobSpec field (snake_case)
+  std::string_view flag;        // the command-line flag; empty: none (API only)
+  std::string_view help;
+  std::string_view checkpoint;  // its key in the checkpoint's record (CheckpointOptionsJson); empty: not recorded
+  // The flag and the JobSpec field say the opposite of the member (--no-value-block sets
+  // value_block = false), so that an unset field means the default.
+  bool negated = false;
+  bool required = false;
+  bool show_default = true;  // false where the help says what an unset value means
+};
+
+// Calls visit(const OptionField&, member&) for every job option, in the order `--help` lists them.
+// O is QuantizeOptions or const QuantizeOptions.
+template <typename O, typename Visitor>
+void VisitQuantizeOptions(O& o, Visitor&& visit) {
+  visit(OptionField{"model_path", "--model", "Hugging Face model folder", {}, false, true}, o.model_dir);
+  visit(OptionField{"calib_path", "--calib", "calibration text (or .ids token file)", {}, false, true},
+        o.calib_path);
+  visit(OptionField{"output_path", "--out", "output folder", {}, false, true}, o.out_dir);
+  visit(OptionField{"method", "--method", "rtn, gptq, boa or turboboa", "method"}, o.method);
+  visit(OptionField{"joint_rows", "--joint-rows",
+                    "turboboa: out-channels of a head quantized jointly (boa: 1)", "joint_rows"},
+        o.joint_rows);
+  visit(OptionField{"residual_alpha", "--residual-alpha",
+                    "correct for the error earlier quantized layers pass on, 0 (off) to 1 "
+                    "(default: 0.25 for turboboa, 0 otherwise)",
+                    "residual_alpha", false, false, false},
+        o.residual_alpha);
+  visit(OptionField{"no_value_block", "--no-value-block",
+                    "boa/turboboa: W_v with the shared input Hessian instead of per-head "
+                    "attention-weighted ones (saves a hidden x hidden matrix per kv head)",
+                    "value_block", true},
+        o.value_block);
+  visit(OptionField{"value_damp", "--value-damp",
+                    "boa/turboboa: damping of the value-block Hessians as a fraction of their "
+                    "mean diagonal (default: --damp)",
+                    "value_damp", false, false, false},
+        o.value_damp);
+  visit(OptionField{"act_order_rows", "--act-order-rows",
+                    "boa/turboboa: quantize each head's q/k rows by decreasing diag(H_out) (the "
+                    "TurboBoA reference's act_order_row; the checkpoint's layout is unchanged)",
+                    "act_order_rows"},
+        o.act_order_rows);
+  visit(OptionField{"no_sequential", "--no-sequential",
+                    "take every layer's statistics from the full-precision block (as the TurboBoA "
+                    "reference code does) instead of quantizing Q/K/V, O and the MLP in order",
+                    "sequential", true},
+        o.sequential);
+  visit(OptionField{"qk_hessian", "--qk-hessian",
+                    "boa/turboboa: the score error q_proj/k_proj's out-channel compensation "
+                    "weighs: moment (BoA's), covariance (q: key covariance) or softmax (through "
+                    "each query's softmax Jacobian)",
+                    "qk_hessian"},
+        o.qk_hessian);
+  visit(OptionField{"refine_iters", "--refine-iters",
+                    "coordinate-descent sweeps refining group scales after quantization (0: off)",
+                    "refine_iters"},
+        o.refine_iters);
+  visit(OptionField{"requant_passes", "--requant-passes",
+                    "after refining, quantize again on the refined scales this many times; each "
+                    "head or row chunk keeps its lowest-loss pass (needs --refine-iters)",
+                    "requant_passes"},
+        o.requant_passes);
+  visit(OptionField{"scale_init", "--scale-init",
+                    "group scales before quantizing: minmax, hessian (diag(H)-weighted search) or "
+                    "hessian-block (the group's full H block)",
+                    "scale_init"},
+        o.scale_init);
+  visit(OptionField{"bits", "--bits", "2, 3, 4 or 8", "bits"}, o.gptq.grid.bits);
+  visit(OptionField{"format", "--format",
+                    "gptq (packed, what vLLM and transformers load) or dequantized (float32)", "format"},
+        o.format);
+  visit(OptionField{"group_size", "--group-size", "columns per group; -1 per channel", "group_size"},
+        o.gptq.group_size);
+  visit(OptionField{"sym", "--sym", "symmetric grid (zero point 2^(b-1))", "sym"}, o.gptq.grid.sym);
+  visit(OptionField{"mse_grid", "--mse", "search the grid range (GPTQ's MSE grid)", "mse_grid"},
+        o.gptq.grid.mse);
+  visit(OptionField{"act_order", "--act-order", "quantize columns by decreasing H_ii", "act_order"},
+        o.gptq.act_order);
+  visit(OptionField{"static_groups", "--static-groups", "group grids fixed before GPTQ", "static_groups"},
+        o.gptq.static_groups);
+  visit(OptionField{"damp", "--damp", "damping fraction of mean(diag H)", "damp_percent"}, o.gptq.damp);
+  visit(OptionField{"samples", "--samples", "calibration windows", "samples"}, o.samples);
+  visit(OptionField{"seq_len", "--seq-len", "tokens per calibration window", "seq_len"}, o.seq_len);
+  visit(OptionField{"seed", "--seed", "seed of the calibration sampling", "seed"}, o.seed);
+  visit(OptionField{"batch_windows", {}, "calibration windows per forward call"}, o.batch_windows);
+  visit(OptionField{"eval_path", "--eval", "text to measure perplexity on, before and after"},
+        o.eval_path);
+  visit(OptionField{"eval_seq_len", "--eval-seq-len", "evaluation window (default: --seq-len)", {},
+                    false, false, false},
+        o.eval_seq_len);
+  visit(OptionField{"eval_max_windows", "--eval-windows", "evaluate at most this many windows", {},
+                    false, false, false},
+        o.eval_max_windows);
+  visit(OptionField{"skip_fp_eval", "--skip-fp-eval",
+                    "with --eval, measure only the quantized model (the full-precision one is known)",
+                    {}, true},
+        o.eval_fp);
+  visit(OptionField{"force", "--force", "replace a model already in --out"}, o.force);
+  visit(OptionField{"partial_groups", "--partial-groups",
+                    "allow a shorter last group where --group-size does not divide a layer",
+                    "partial_groups"},
+        o.partial_groups);
+}
+
+// Limits a request cannot exceed, so one job cannot exhaust a worker's memory or time before it
+// starts: calibration tokens (samples x seq_len; 32 M, 128x the usual 128 x 2048), the tokens of one
+// window (calibration or evaluation), scale-refinement sweeps and requantization passes (each
+// costs about one GPTQ pass).
+inline constexpr int64_t kMaxCalibrationTokens = int64_t{1} << 25;
+inline constexpr int64_t kMaxSequenceLength = int64_t{1} << 20;
+inline constexpr int kMaxRefineIters = 64;
+inline constexpr int kMaxRequantPasses = 8;
+
+// Checks options against the model: method, bits, group size dividing every layer's input size,
+// finite damping and residual alpha, and the limits above.
+absl::Status ValidateQuantizeOptions(const QuantizeOptions& options, const ModelConfig& config);
+
+// The options with every method default applied and every setting the method ignores neutral
+// (boa's joint rows 1, the effective residual alpha, value_damp -1 without the value block, ...):
+// what the job runs and the checkpoint records. REQUIRES: the options are valid.
+QuantizeOptions ResolveQuantizeOptions(const QuantizeOptions& options);
+
+// The options that decide a checkpoint's contents, as written into it (`ptq` key of the
+// quantization_config) and printed by `ptq quantize --json`: the visitor's checkpoint rows of the
+// resolved options. REQUIRES: the options are valid.
+nlohmann::json CheckpointOptionsJson(const QuantizeOptions& options);
+
+}  // namespace ptq

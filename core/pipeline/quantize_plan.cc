@@ -1,0 +1,56 @@
+#include "core/pipeline/quantize_plan.h"
+
+#include "common/status_macros.h"
+#include "core/model/block_weights.h"
+#include "nlohmann/json.hpp"
+
+namespace ptq {
+
+absl::StatusOr<QuantizePlan> ResolvePlan(const QuantizeOptions& o, const ModelConfig& config) {
+  PTQ_RETURN_IF_ERROR(ValidateQuantizeOptions(o, config));
+  const QuantizeOptions resolved = ResolveQuantizeOptions(o);
+  QuantizePlan plan;
+  plan.options = o;
+  plan.config = config;
+  PTQ_ASSIGN_OR_RETURN(plan.method, ParseMethod(o.method));
+  PTQ_ASSIGN_OR_RETURN(plan.format, ParseCheckpointFormat(o.format));
+  plan.attention_aware = plan.method == Method::kBoa || plan.method == Method::kTurboBoa;
+  plan.value_block = resolved.value_block;
+  if (plan.attention_aware) ParseQkHessian(o.qk_hessian, &plan.qk_hessian);  // validated
+  plan.residual_alpha = resolved.residual_alpha;
+
+  LayerSettings& layer = plan.layer;
+  layer.gptq = o.gptq;
+  if (o.scale_init == "hessian" || o.scale_init == "hessian-block") {
+    layer.gptq.grid.mse = true;
+    layer.gptq.grid.hessian_search = true;
+    layer.gptq.grid.hessian_block = o.scale_init == "hessian-block";
+  }
+  // The classic GPTQ format stores zero - 1: keep asymmetric zeros >= 1 (docs/formats.md).
+  if (plan.format == CheckpointFormat::kGptq && !layer.gptq.grid.sym) layer.gptq.grid.min_zero = 1;
+  layer.joint_rows = resolved.joint_rows;
+  layer.refine_iters = o.refine_iters;
+  layer.requant_passes = o.requant_passes;
+  layer.rtn = plan.method == Method::kRtn;
+  layer.value_damp = o.value_damp >= 0 ? o.value_damp : o.gptq.damp;
+  layer.act_order_rows = o.act_order_rows;
+
+  plan.options_json = CheckpointOptionsJson(o).dump();
+  GptqCheckpointOptions& co = plan.gptq_checkpoint;
+  co.source_dir = o.model_dir;
+  co.bits = o.gptq.grid.bits;
+  co.group_size = o.gptq.group_size;
+  co.sym = o.gptq.grid.sym;
+  // With static groups g_idx stays in column order, so the checkpoint is an ordinary non-act-order
+  // one and the fast kernels apply.
+  co.desc_act = o.gptq.act_order && !o.gptq.static_groups;
+  co.static_groups = o.gptq.static_groups;
+  co.damp_percent = o.gptq.damp;
+  co.ptq_json = plan.options_json;
+
+  plan.num_blocks = config.num_hidden_layers;
+  plan.num_linears = config.num_hidden_layers * static_cast<int64_t>(kAllLinears.size());
+  return plan;
+}
+
+}  // namespace ptq

@@ -1,0 +1,52 @@
+// BoA and TurboBoA (arXiv 2406.13474, 2602.04929; docs/algorithms.md): GPTQ in the input direction
+// plus compensation in the output direction through a per-head Kronecker factor H_out.
+// Loss per head: tr(dW H_in dW^T H_out). Rows of a head are quantized `joint_rows` at a time (GPTQ's
+// column loop with H_in, grids fitted on the rows' current, already compensated weights); the
+// remaining rows of the head then absorb the block's error E in closed form:
+//   W[r2:] -= U_out[r1:r2, r2:]^T (U_out[r1:r2, r1:r2])^-T E,   U_out = chol_upper(H_out^-1).
+// joint_rows = 1 is BoA; larger blocks are TurboBoA's speed-up. Heads are independent: the unit a
+// scheduler shards.
+// With act_order_rows, a head's rows are permuted (weight rows, H_out rows and columns, fixed grids)
+// before the loop and the result's rows put back after it.
+#pragma once
+
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "core/quant/gptq_quantizer.h"
+
+namespace ptq {
+
+struct BoaOptions {
+  GptqOptions gptq;
+  int64_t joint_rows = 16;  // rows quantized together; 1 = BoA
+  double damp_out = 0.01;   // damping of H_out, relative to its mean diagonal
+  // Quantize each head's rows by decreasing diag(H_out) (GPTQ's act-order in the output
+  // direction; the TurboBoA reference's act_order_row): the rows whose error costs most go first,
+  // while the most rows remain to absorb it. Rows keep their place in the result.
+  bool act_order_rows = false;
+};
+
+// weight: [heads * head_dim, in]; h_in: [in, in]; h_out: one [head_dim, head_dim] per head.
+// grids: nullptr, or fixed grids for all rows of `weight` (an earlier pass's refined scales).
+absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
+                                            const std::vector<at::Tensor>& h_out,
+                                            const BoaOptions& options, const std::string& what,
+                                            const FixedGrids* grids = nullptr);
+
+// W_v with BoA's value-block Hessians: the rows of key/value head h quantized by GPTQ with their own
+// H_in (core/stats/value_statistics.h). weight: [kv_heads * head_dim, in]. The loss is the sum of the
+// heads' losses. Act-order with per-head column orders cannot be stored in one g_idx: refused unless
+// static groups keep g_idx in column order.
+absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
+                                                 const std::vector<at::Tensor>& h_in_per_head,
+                                                 const GptqOptions& options, const std::string& what,
+                                                 const FixedGrids* grids = nullptr);
+
+// sum over heads of tr((W - Q)_h H_in (W - Q)_h^T H_out_h): the objective BoA minimises.
+double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,
+                     const std::vector<at::Tensor>& h_out);
+
+}  // namespace ptq

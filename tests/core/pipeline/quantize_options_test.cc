@@ -1,0 +1,117 @@
+// The options' checkpoint record and the resolved plan: method defaults applied once, settings a
+// method ignores neutral, and the grid options `--scale-init` implies.
+#include "core/pipeline/quantize_options.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "core/pipeline/quantize_plan.h"
+#include "nlohmann/json.hpp"
+
+namespace ptq {
+namespace {
+
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.num_hidden_layers = 3;
+  c.vocab_size = 256;
+  return c;
+}
+
+QuantizeOptions Options(const std::string& method) {
+  QuantizeOptions o;
+  o.method = method;
+  o.gptq.group_size = 64;
+  return o;
+}
+
+// The keys the checkpoint's `ptq` record has always had (docs/formats.md): a renamed or lost key
+// would change every checkpoint's bytes.
+TEST(QuantizeOptionsTest, CheckpointRecordHasItsKeys) {
+  const nlohmann::json j = CheckpointOptionsJson(Options("gptq"));
+  std::set<std::string> keys;
+  for (const auto& item : j.items()) keys.insert(item.key());
+  EXPECT_EQ(keys, (std::set<std::string>{
+                      "act_order", "act_order_rows", "bits", "damp_percent", "format", "group_size",
+                      "joint_rows", "method", "mse_grid", "partial_groups", "qk_hessian",
+                      "refine_iters", "requant_passes", "residual_alpha", "samples", "scale_init",
+                      "seed", "seq_len", "sequential", "static_groups", "sym", "value_block",
+                      "value_damp"}));
+}
+
+TEST(QuantizeOptionsTest, CheckpointRecordResolvesMethodDefaults) {
+  QuantizeOptions gptq = Options("gptq");
+  gptq.act_order_rows = false;
+  const nlohmann::json g = CheckpointOptionsJson(gptq);
+  EXPECT_EQ(g["residual_alpha"], 0.0);
+  EXPECT_EQ(g["value_block"], false);  // no value block outside BoA/TurboBoA
+  EXPECT_EQ(g["qk_hessian"], "");
+  EXPECT_EQ(g["value_damp"], -1.0);
+  EXPECT_EQ(g["joint_rows"], 16);
+
+  const nlohmann::json t = CheckpointOptionsJson(Options("turboboa"));
+  EXPECT_EQ(t["residual_alpha"], 0.25);  // TurboBoA's default correction
+  EXPECT_EQ(t["value_block"], true);
+  EXPECT_EQ(t["value_damp"], 0.01);     // as --damp
+  EXPECT_EQ(t["qk_hessian"], "moment");
+
+  QuantizeOptions boa = Options("boa");
+  boa.joint_rows = 8;
+  boa.value_block = false;
+  const nlohmann::json b = CheckpointOptionsJson(boa);
+  EXPECT_EQ(b["joint_rows"], 1);  // BoA quantizes one row at a time
+  EXPECT_EQ(b["value_block"], false);
+  EXPECT_EQ(b["value_damp"], -1.0);
+  EXPECT_EQ(b["residual_alpha"], 0.0);
+}
+
+TEST(QuantizeOptionsTest, PlanDerivesEverySettingOnce) {
+  QuantizeOptions o = Options("turboboa");
+  o.scale_init = "hessian-block";
+  o.value_damp = 0.05;
+  o.qk_hessian = "softmax";
+  auto plan = ResolvePlan(o, SmallConfig());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->method, Method::kTurboBoa);
+  EXPECT_TRUE(plan->attention_aware);
+  EXPECT_EQ(plan->qk_hessian, QkHessian::kSoftmax);
+  EXPECT_EQ(plan->residual_alpha, 0.25);
+  EXPECT_TRUE(plan->layer.gptq.grid.mse);
+  EXPECT_TRUE(plan->layer.gptq.grid.hessian_search);
+  EXPECT_TRUE(plan->layer.gptq.grid.hessian_block);
+  EXPECT_EQ(plan->layer.gptq.grid.min_zero, 1);  // the GPTQ format stores zero - 1
+  EXPECT_EQ(plan->layer.value_damp, 0.05);
+  EXPECT_FALSE(plan->layer.rtn);
+  EXPECT_EQ(plan->num_linears, 3 * 7);
+  EXPECT_EQ(plan->options_json, CheckpointOptionsJson(o).dump());
+
+  QuantizeOptions sym = Options("gptq");
+  sym.gptq.grid.sym = true;
+  sym.format = "dequantized";
+  auto sym_plan = ResolvePlan(sym, SmallConfig());
+  ASSERT_TRUE(sym_plan.ok());
+  EXPECT_EQ(sym_plan->layer.gptq.grid.min_zero, 0);
+  EXPECT_FALSE(sym_plan->layer.gptq.grid.mse);
+  EXPECT_EQ(sym_plan->format, CheckpointFormat::kDequantized);
+}
+
+TEST(QuantizeOptionsTest, ResolvingRefusesWhatValidationRefuses) {
+  QuantizeOptions o = Options("awq");
+  auto plan = ResolvePlan(o, SmallConfig());
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().message(), "unknown method \"awq\" (supported: rtn, gptq, boa, turboboa)");
+  o = Options("gptq");
+  o.format = "gguf";
+  EXPECT_EQ(ResolvePlan(o, SmallConfig()).status().message(),
+            "unknown format \"gguf\" (supported: gptq, dequantized)");
+}
+
+}  // namespace
+}  // namespace ptq
