@@ -47,6 +47,14 @@ PTQ_HD float RoundToHalf(float x) {
   return lo * step;
 }
 
+// A group scale as a GPTQ checkpoint stores it: float16, and never 0 (a collapsed range gets 2^-24,
+// float16's smallest subnormal).
+inline constexpr float kMinFp16Scale = 5.9604645e-8f;
+PTQ_HD float RoundScaleToFp16(float scale) {
+  const float r = RoundToHalf(scale);
+  return r > 0.0f ? r : kMinFp16Scale;
+}
+
 PTQ_HD float RoundHalfEven(float x) {
 #if defined(__CUDA_ARCH__)
   return rintf(x);
@@ -76,10 +84,7 @@ PTQ_HD Grid GridFromRange(float lo, float hi, int bits, bool sym, int min_zero, 
   }
   Grid g;
   g.scale = (hi - lo) / static_cast<float>(maxq);
-  if (fp16_scales) {
-    const float r = RoundToHalf(g.scale);
-    g.scale = r > 0.0f ? r : 5.9604645e-8f;
-  }
+  if (fp16_scales) g.scale = RoundScaleToFp16(g.scale);
   if (sym) {
     g.zero = static_cast<float>((maxq + 1) / 2);
   } else {

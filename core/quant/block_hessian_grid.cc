@@ -1,5 +1,7 @@
 #include "core/quant/block_hessian_grid.h"
 
+#include "core/quant/fp16_scale.h"
+
 #include <ATen/ATen.h>
 
 #include <limits>
@@ -27,10 +29,7 @@ GroupGrids FitGroupGridsWithHessianBlock(const at::Tensor& w, const at::Tensor& 
     lo = at::where(empty, at::full_like(lo, -1.0f), lo);
     hi = at::where(empty, at::full_like(hi, 1.0f), hi);
     at::Tensor scale = (hi - lo) / maxq;
-    if (o.fp16_scales) {
-      scale = scale.to(at::kHalf).to(at::kFloat);
-      scale = at::where(scale > 0, scale, at::full_like(scale, 5.9604645e-8f));
-    }
+    if (o.fp16_scales) scale = RoundScalesToFp16(scale);
     // The zeros FitGrid tries (ZeroCandidates): round alone, or floor then ceil of -lo/s.
     std::vector<at::Tensor> zeros;
     if (o.sym) {

@@ -1,5 +1,7 @@
 #include "core/quant/group_scale_optimizer.h"
 
+#include "core/quant/fp16_scale.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -28,7 +30,7 @@ double RefineGroupScales(QuantizedLinear& q, const at::Tensor& target, const at:
       at::Tensor den = (at::matmul(vg, h_gg) * vg).sum(1);                      // v^T H v
       at::Tensor old_s = scales.select(1, g);
       at::Tensor new_s = at::where(den > 0, old_s + num / den.clamp_min(1e-300), old_s);
-      new_s = new_s.to(at::kHalf).to(at::kDouble).clamp_min(5.9604645e-8);
+      new_s = RoundScalesToFp16(new_s);
       at::Tensor d = new_s - old_s;
       // Exact loss change of the rounded step: -2 d v^T H r + d^2 v^T H v; keep only decreases.
       at::Tensor change = -2 * d * num + d * d * den;
@@ -96,9 +98,7 @@ double RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& target,
           const double den = h_rr * at::dot(vg, at::mv(h_gg[g], vg)).item<double>();
           if (!(den > 0)) continue;
           const double old_s = rows_s[r][g].item<double>();
-          const double new_s = std::max(
-              at::scalar_tensor(old_s + num / den, at::kDouble).to(at::kHalf).item<double>(),
-              5.9604645e-8);
+          const double new_s = RoundScaleToFp16(static_cast<float>(old_s + num / den));
           const double d = new_s - old_s;
           if (!(-2 * d * num + d * d * den < 0)) continue;  // exact change of the rounded step
           rows_s[r][g].fill_(new_s);

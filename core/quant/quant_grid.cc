@@ -4,37 +4,12 @@
 #include <cmath>
 #include <limits>
 
-#include "common/dtype.h"
+#include "core/quant/fp16_scale.h"
 
 namespace ptq {
-namespace {
-
-float RoundScale(float scale, const GridOptions& o) {
-  if (!o.fp16_scales) return scale;
-  float rounded = HalfToFloat(FloatToHalf(scale));
-  // Never let a tiny range collapse to a zero scale; 2^-24 is float16's smallest subnormal.
-  return rounded > 0.0f ? rounded : 5.9604645e-8f;
-}
-
-}  // namespace
-
 GridParams GridFromRange(float lo, float hi, const GridOptions& o) {
-  const int maxq = o.MaxQ();
-  lo = std::min(lo, 0.0f);
-  hi = std::max(hi, 0.0f);
-  if (o.sym) {
-    hi = std::max(-lo, hi);
-    if (lo < 0) lo = -hi;
-  }
-  if (lo == 0.0f && hi == 0.0f) {
-    lo = -1.0f;
-    hi = 1.0f;
-  }
-  GridParams g;
-  g.scale = RoundScale((hi - lo) / static_cast<float>(maxq), o);
-  g.zero = o.sym ? static_cast<float>((maxq + 1) / 2)
-                 : std::max(std::nearbyint(-lo / g.scale), static_cast<float>(o.min_zero));
-  return g;
+  const kernels::Grid g = kernels::GridFromRange(lo, hi, o.bits, o.sym, o.min_zero, o.fp16_scales);
+  return GridParams{g.scale, g.zero};
 }
 
 int ZeroCandidates(float lo, float hi, GridParams grid, const GridOptions& o, float out[2]) {
