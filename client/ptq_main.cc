@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/passive_openmp.h"
+#include "client/cli_error.h"
 #include "client/quantize_flags.h"
 #if defined(PTQ_WITH_SERVICE)
 #include "client/local_workers.h"
@@ -40,10 +41,7 @@ double PeakRssMiB() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "ptq: error: %s\n", std::string(status.message()).c_str());
-  return 1;
-}
+using ptq::client::Fail;
 
 int RunEval(const std::string& model_dir, const std::string& text, int64_t seq_len,
             int64_t max_windows, bool json) {

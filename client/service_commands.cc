@@ -9,19 +9,15 @@
 #include <iostream>
 
 #include "absl/strings/str_format.h"
+#include "client/cli_error.h"
 #include "client/job_client.h"
+#include "proto/ptq/v1/job_state.h"
 #include "worker/quantize_spec.h"
 
 namespace ptq::client {
 namespace {
 
-constexpr int kExitError = 1;
 constexpr int kExitCancelled = 3;
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "ptq: error: %s\n", std::string(status.message()).c_str());
-  return kExitError;
-}
 
 std::string Json(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
@@ -32,16 +28,8 @@ std::string Json(const google::protobuf::Message& message) {
   return out;
 }
 
-std::string StateName(v1::JobState state) {
-  std::string name = v1::JobState_Name(state);
-  constexpr std::string_view kPrefix = "JOB_STATE_";
-  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
-}
-
-bool IsFinished(v1::JobState state) {
-  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
-         state == v1::JOB_STATE_CANCELLED;
-}
+using v1::IsFinished;
+using v1::StateName;
 
 std::string LocalTime(int64_t time_ms) {
   const std::time_t seconds = static_cast<std::time_t>(time_ms / 1000);

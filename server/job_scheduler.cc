@@ -25,18 +25,6 @@ constexpr v1::JobState kStates[] = {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING,
 
 }  // namespace
 
-bool IsFinished(v1::JobState state) {
-  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
-         state == v1::JOB_STATE_CANCELLED;
-}
-
-std::string StateName(v1::JobState state) {
-  std::string name = v1::JobState_Name(state);
-  constexpr std::string_view kPrefix = "JOB_STATE_";
-  if (name.rfind(kPrefix, 0) == 0) name = name.substr(kPrefix.size());
-  return name.empty() ? absl::StrCat("STATE_", static_cast<int>(state)) : name;
-}
-
 JobScheduler::JobScheduler(JobStore& store, JobExecutor& executor, metrics::Registry& registry)
     : store_(store), executor_(executor), registry_(registry), random_(std::random_device{}()) {}
 

@@ -27,15 +27,15 @@
 
 #include "absl/status/statusor.h"
 #include "common/metrics.h"
+#include "proto/ptq/v1/job_state.h"
 #include "server/job_event_hub.h"
 #include "server/job_executor.h"
 #include "server/job_store.h"
 
 namespace ptq::server {
 
-bool IsFinished(v1::JobState state);
-// "QUEUED", "RUNNING", ...
-std::string StateName(v1::JobState state);
+using v1::IsFinished;
+using v1::StateName;
 
 class JobScheduler {
  public:
