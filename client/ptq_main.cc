@@ -29,6 +29,7 @@
 #include "core/model/perplexity.h"
 #include "core/pipeline/progress.h"
 #include "core/pipeline/quantize_pipeline.h"
+#include "core/pipeline/device.h"
 #include "core/pipeline/torch_errors.h"
 
 namespace {
@@ -44,10 +45,13 @@ double PeakRssMiB() {
 using ptq::client::Fail;
 
 int RunEval(const std::string& model_dir, const std::string& text, int64_t seq_len,
-            int64_t max_windows, bool json) {
+            int64_t max_windows, const std::string& device_name, bool json) {
   auto start = std::chrono::steady_clock::now();
+  auto device = ptq::ResolveDevice(device_name);
+  if (!device.ok()) return Fail(device.status());
   auto model = ptq::LlamaModel::Open(model_dir);
   if (!model.ok()) return Fail(model.status());
+  (*model)->SetDevice(*device);
   auto tokenizer = ptq::TokenizerForModel(model_dir, (*model)->config().vocab_size);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
   auto tokens = ptq::LoadTokens(text, **tokenizer, (*model)->config().vocab_size);
@@ -182,6 +186,8 @@ int main(int argc, char** argv) {
   eval->add_option("--seq-len", e_seq_len, "tokens per window")->capture_default_str();
   eval->add_option("--windows", e_windows, "evaluate at most this many windows");
   eval->add_flag("--json", e_json, "print one JSON object");
+  std::string e_device = "cpu";
+  eval->add_option("--device", e_device, "cpu, cuda or cuda:N")->capture_default_str();
 
 #if defined(PTQ_WITH_SERVICE)
   ptq::client::ServiceCommands service_commands(app);
@@ -211,6 +217,6 @@ int main(int argc, char** argv) {
     metrics_server = std::move(*server);
   }
   if (*quantize) return RunQuantize(q, q_json, q_workers, argv);
-  if (*eval) return RunEval(e_model, e_text, e_seq_len, e_windows, e_json);
+  if (*eval) return RunEval(e_model, e_text, e_seq_len, e_windows, e_device, e_json);
   return 2;
 }

@@ -5,8 +5,10 @@
 
 namespace ptq::worker {
 
-absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const JobHooks& hooks) {
-  const QuantizeOptions options = QuantizeOptionsFromSpec(spec);
+absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const JobHooks& hooks,
+                                               const std::string& device) {
+  QuantizeOptions options = QuantizeOptionsFromSpec(spec);
+  options.device = device;
   // A failed run's staging folder is gone with its OutputFolder.
   return CatchTorchErrors([&] { return RunQuantize(options, hooks); });
 }

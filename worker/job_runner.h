@@ -8,9 +8,11 @@
 
 namespace ptq::worker {
 
-// Runs the job `spec` describes (RunQuantize): a LibTorch exception becomes an error, and a run that
-// did not finish (failed, cancelled) leaves no staging folder behind.
-absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const JobHooks& hooks);
+// Runs the job `spec` describes (RunQuantize) on `device` (this process's: the job does not say
+// where it runs): a LibTorch exception becomes an error, and a run that did not finish (failed,
+// cancelled) leaves no staging folder behind.
+absl::StatusOr<QuantizeReport> RunQuantizeSpec(const v1::JobSpec& spec, const JobHooks& hooks,
+                                               const std::string& device = "cpu");
 
 // The pipeline's report and progress as the API's messages (JobResult, LayerProgress events).
 v1::JobResult JobResultFromReport(const QuantizeReport& report);

@@ -15,6 +15,7 @@
 #include "common/version.h"
 #include "ptq/v1/worker_service.grpc.pb.h"
 #include "core/dist/collective.h"
+#include "core/pipeline/device.h"
 #include "core/pipeline/quantize_pipeline.h"
 #include "worker/job_runner.h"
 #include "worker/quantize_spec.h"
@@ -272,7 +273,7 @@ class Agent {
         ReportProgress(a, std::move(r));
       };
     }
-    auto report = RunQuantizeSpec(a.spec(), hooks);
+    auto report = RunQuantizeSpec(a.spec(), hooks, options_.device);
     group.reset();  // close the peers' connections before reporting
     if (report.ok()) {
       spdlog::info("attempt {} done", a.attempt());
@@ -307,10 +308,8 @@ class Agent {
 }  // namespace
 
 absl::Status RunWorkerAgent(const WorkerAgentOptions& options, const std::atomic<bool>& stop) {
-  if (options.device != "cpu") {
-    return absl::UnimplementedError(absl::StrCat(
-        "--device ", options.device, ": this worker quantizes on the CPU only (CUDA workers: issue 8)"));
-  }
+  // Refuse a device this process cannot use before registering: no job would run on it.
+  if (auto device = ResolveDevice(options.device); !device.ok()) return device.status();
   auto credentials = ChannelCredentialsFor(options.tls);
   if (!credentials.ok()) return credentials.status();
   Agent agent(options, stop, *credentials);

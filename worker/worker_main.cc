@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   app.add_option("--host", options.host,
                  "the address other workers reach this one at (its collective listens there)")
       ->capture_default_str();
-  app.add_option("--device", options.device, "cpu (cuda:N needs a CUDA build, issue 8)")
+  app.add_option("--device", options.device, "cpu, cuda or cuda:N (a CUDA build of LibTorch)")
       ->capture_default_str();
   app.add_option("--token", options.token, "bearer token with role worker (default: $PTQ_TOKEN)");
   app.add_option("--tls-ca", options.tls.ca_path, "PEM CA that signed the coordinator's certificate")

@@ -22,6 +22,7 @@ class SingleProcessCollective final : public Collective {
     return mine;
   }
   absl::Status Barrier() override { return absl::OkStatus(); }
+  bool Accepts(c10::Device) const override { return true; }
 };
 
 }  // namespace

@@ -36,6 +36,9 @@ class Collective {
   // all-reduce's twice. The default is an all-reduce followed by the zeroing.
   virtual absl::Status ReduceScatterRows(at::Tensor& tensor, const std::vector<int64_t>& rows_per_rank);
   virtual absl::Status Barrier() = 0;
+  // Whether tensors on `device` may be passed as they are. Gloo reads host memory only; NCCL takes
+  // CUDA tensors (and stages host ones); a group of one moves nothing.
+  virtual bool Accepts(c10::Device device) const { return device.is_cpu(); }
   // Bytes this rank handed to collectives (for metrics and the scaling model).
   uint64_t bytes() const { return bytes_; }
 

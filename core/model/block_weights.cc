@@ -42,6 +42,18 @@ const at::Tensor& BlockWeights::Linear(LinearKind kind) const {
   return const_cast<BlockWeights*>(this)->Linear(kind);
 }
 
+BlockWeights BlockWeights::To(c10::Device device) const {
+  auto to = [device](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  BlockWeights w;
+  w.input_norm = to(input_norm);
+  w.post_norm = to(post_norm);
+  for (LinearKind kind : kAllLinears) w.Linear(kind) = to(Linear(kind));
+  w.q_bias = to(q_bias);
+  w.k_bias = to(k_bias);
+  w.v_bias = to(v_bias);
+  return w;
+}
+
 namespace {
 
 absl::StatusOr<at::Tensor> LoadShaped(const WeightSource& source, const std::string& name,

@@ -32,6 +32,8 @@ struct BlockWeights {
 
   at::Tensor& Linear(LinearKind kind);
   const at::Tensor& Linear(LinearKind kind) const;
+  // Every tensor on `device` (the same tensors when they are there already).
+  BlockWeights To(c10::Device device) const;
 };
 
 // Loads block `layer` and checks every shape against the config.

@@ -32,7 +32,14 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Open(const std::string& 
 }
 
 absl::Status LlamaModel::LoadEnds() {
-  if (embed_.defined()) return absl::OkStatus();
+  if (embed_.defined()) {
+    if (embed_.device() != device_) {  // moved since the first use
+      embed_ = embed_.to(device_);
+      norm_ = norm_.to(device_);
+      head_ = head_.to(device_);
+    }
+    return absl::OkStatus();
+  }
   PTQ_ASSIGN_OR_RETURN(embed_, weights_->LoadFloat("model.embed_tokens.weight"));
   if (embed_.dim() != 2 || embed_.size(0) != config_.vocab_size ||
       embed_.size(1) != config_.hidden_size) {
@@ -50,12 +57,21 @@ absl::Status LlamaModel::LoadEnds() {
       return absl::InvalidArgumentError("lm_head.weight does not match config.json");
     }
   }
+  const bool tied = head_.is_same(embed_);
+  embed_ = embed_.to(device_);
+  norm_ = norm_.to(device_);
+  head_ = tied ? embed_ : head_.to(device_);
   return absl::OkStatus();
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Embed(const at::Tensor& ids) {
   PTQ_RETURN_IF_ERROR(LoadEnds());
-  return at::embedding(embed_, ids);
+  return at::embedding(embed_, ids.to(device_));
+}
+
+absl::StatusOr<BlockWeights> LlamaModel::Block(int64_t layer) const {
+  PTQ_ASSIGN_OR_RETURN(BlockWeights w, LoadBlockWeights(*weights_, config_, layer));
+  return w.To(device_);
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) {

@@ -22,13 +22,15 @@ class LlamaModel {
       : config_(std::move(config)), weights_(std::move(weights)) {}
 
   const ModelConfig& config() const { return config_; }
+  // Where Embed, Block and Logits put their results (default: the CPU). The weights stay memory-
+  // mapped on the host; a block is copied to the device when it is loaded.
+  void SetDevice(c10::Device device) { device_ = device; }
+  c10::Device device() const { return device_; }
   const WeightSource& weights() const { return *weights_; }
 
   // ids: [batch, tokens] int64 -> [batch, tokens, hidden] float32.
   absl::StatusOr<at::Tensor> Embed(const at::Tensor& ids);
-  absl::StatusOr<BlockWeights> Block(int64_t layer) const {
-    return LoadBlockWeights(*weights_, config_, layer);
-  }
+  absl::StatusOr<BlockWeights> Block(int64_t layer) const;
   // hidden: [batch, tokens, hidden] -> logits [batch, tokens, vocab] (final norm, then head).
   absl::StatusOr<at::Tensor> Logits(const at::Tensor& hidden);
 
@@ -39,6 +41,7 @@ class LlamaModel {
   at::Tensor embed_;  // [vocab, hidden], loaded on first use
   at::Tensor norm_;   // [hidden]
   at::Tensor head_;   // [vocab, hidden]
+  c10::Device device_ = c10::kCPU;
 };
 
 }  // namespace ptq

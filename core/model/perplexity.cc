@@ -26,12 +26,14 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(LlamaModel& model,
   auto* p = ids.data_ptr<int64_t>();
   for (int64_t i = 0; i < windows * opt.seq_len; ++i) p[i] = tokens[i];
 
-  RopeTable rope = BuildRopeTable(c, opt.seq_len);
+  const c10::Device device = model.device();
+  RopeTable rope = BuildRopeTable(c, opt.seq_len).To(device);
   const int64_t chunk_windows = std::max<int64_t>(1, opt.chunk_tokens / opt.seq_len);
   const int64_t num_chunks = (windows + chunk_windows - 1) / chunk_windows;
   const int64_t total_steps = num_chunks * c.num_hidden_layers;
   int64_t steps = 0;
-  double nll_sum = 0;
+  // Summed on the device, read once at the end: no host round trip per batch.
+  at::Tensor nll_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
   for (int64_t c0 = 0; c0 < windows; c0 += chunk_windows) {
     int64_t cn = std::min(chunk_windows, windows - c0);
     at::Tensor chunk_ids = ids.narrow(0, c0, cn);
@@ -49,15 +51,15 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(LlamaModel& model,
       int64_t bn = std::min(opt.batch_windows, cn - b0);
       PTQ_ASSIGN_OR_RETURN(at::Tensor logits, model.Logits(hidden.narrow(0, b0, bn)));
       at::Tensor logp = at::log_softmax(logits.narrow(1, 0, opt.seq_len - 1), -1);
-      at::Tensor targets = chunk_ids.narrow(0, b0, bn).narrow(1, 1, opt.seq_len - 1);
+      at::Tensor targets = chunk_ids.narrow(0, b0, bn).narrow(1, 1, opt.seq_len - 1).to(device);
       at::Tensor picked = logp.gather(-1, targets.unsqueeze(-1));
-      nll_sum -= picked.to(at::kDouble).sum().item<double>();
+      nll_sum.sub_(picked.to(at::kDouble).sum());
     }
   }
   PerplexityResult r;
   r.windows = windows;
   r.scored_tokens = windows * (opt.seq_len - 1);
-  r.mean_nll = nll_sum / static_cast<double>(r.scored_tokens);
+  r.mean_nll = nll_sum.item<double>() / static_cast<double>(r.scored_tokens);
   r.perplexity = std::exp(r.mean_nll);
   return r;
 }

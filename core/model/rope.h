@@ -11,6 +11,8 @@ namespace ptq {
 struct RopeTable {
   at::Tensor cos;  // [max_positions, head_dim], float32
   at::Tensor sin;  // [max_positions, head_dim], float32
+  // Built on the host and copied, so every device uses the same table bit for bit.
+  RopeTable To(c10::Device device) const { return {cos.to(device), sin.to(device)}; }
 };
 
 // Computed in float32 exactly as transformers does, so logits agree to ~1e-5.

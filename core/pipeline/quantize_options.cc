@@ -4,6 +4,7 @@
 #include <numeric>
 #include <type_traits>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
@@ -35,7 +36,22 @@ absl::StatusOr<CheckpointFormat> ParseCheckpointFormat(std::string_view name) {
       absl::StrCat("unknown format \"", std::string(name), "\" (supported: gptq, dequantized)"));
 }
 
+absl::StatusOr<int> ParseDeviceName(std::string_view name) {
+  if (name == "cpu") return -1;
+  if (name == "cuda") return 0;
+  constexpr std::string_view kCuda = "cuda:";
+  int index = -1;
+  if (name.substr(0, kCuda.size()) == kCuda && name.size() > kCuda.size() &&
+      name.substr(kCuda.size()).find_first_not_of("0123456789") == std::string_view::npos &&
+      absl::SimpleAtoi(std::string(name.substr(kCuda.size())), &index) && index < 1024) {
+    return index;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown --device \"", std::string(name), "\" (supported: cpu, cuda, cuda:N)"));
+}
+
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig& c) {
+  if (absl::StatusOr<int> device = ParseDeviceName(o.device); !device.ok()) return device.status();
   absl::StatusOr<Method> method = ParseMethod(o.method);
   if (!method.ok()) return method.status();
   const bool attention_aware = *method == Method::kBoa || *method == Method::kTurboBoa;

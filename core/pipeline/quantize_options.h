@@ -25,6 +25,10 @@ absl::StatusOr<Method> ParseMethod(std::string_view name);
 std::string_view MethodName(Method method);
 
 enum class CheckpointFormat { kGptq, kDequantized };
+
+// "cpu" -> -1, "cuda" -> 0, "cuda:N" -> N; InvalidArgument otherwise. Whether the device exists is
+// checked where LibTorch is (core/pipeline/device.h).
+absl::StatusOr<int> ParseDeviceName(std::string_view name);
 absl::StatusOr<CheckpointFormat> ParseCheckpointFormat(std::string_view name);
 
 struct QuantizeOptions {
@@ -82,6 +86,9 @@ struct QuantizeOptions {
   // reference code does). vLLM's and ExLlama's kernels reject such checkpoints, so it is opt-in.
   bool partial_groups = false;
   int64_t batch_windows = 8;  // calibration windows per forward call
+  // Where the forward, statistics and quantizers run: "cpu", "cuda" or "cuda:N". Not part of the
+  // job sent to a coordinator: a worker runs on its own device (ptq-worker --device).
+  std::string device = "cpu";
   // Not a job option (no flag, no JobSpec field): the caller's choice. Save each finished block next
   // to the output (core/checkpoint/block_store.h) and resume from them: a run of the same job after
   // a crash, a kill or a lost worker redoes only the unfinished blocks.
@@ -90,7 +97,7 @@ struct QuantizeOptions {
 
 // How one option is named outside the struct.
 struct OptionField {
-  std::string_view name;        // the JobSpec field (snake_case)
+  std::string_view name;        // the JobSpec field (snake_case); empty: a setting of this process only
   std::string_view flag;        // the command-line flag; empty: none (API only)
   std::string_view help;
   std::string_view checkpoint;  // its key in the checkpoint's record (CheckpointOptionsJson); empty: not recorded
@@ -176,6 +183,10 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
   visit(OptionField{"seq_len", "--seq-len", "tokens per calibration window", "seq_len"}, o.seq_len);
   visit(OptionField{"seed", "--seed", "seed of the calibration sampling", "seed"}, o.seed);
   visit(OptionField{"batch_windows", {}, "calibration windows per forward call"}, o.batch_windows);
+  visit(OptionField{{}, "--device",
+                    "cpu, cuda or cuda:N: where the forward, statistics and quantizers run (weights "
+                    "stream to it block by block)"},
+        o.device);
   visit(OptionField{"eval_path", "--eval", "text to measure perplexity on, before and after"},
         o.eval_path);
   visit(OptionField{"eval_seq_len", "--eval-seq-len", "evaluation window (default: --seq-len)", {},

@@ -55,7 +55,8 @@ constexpr LinearSlot kSlotOrder[] = {LinearSlot::kAttnIn, LinearSlot::kAttnOut, 
 // Feeds one slot's inputs into a Hessian accumulator and times the accumulation apart from the forward.
 class SlotStatistics final : public BlockObserver {
  public:
-  SlotStatistics(LinearSlot slot, int64_t dim) : slot_(slot), hessian_(dim) {}
+  SlotStatistics(LinearSlot slot, int64_t dim, c10::Device device)
+      : slot_(slot), hessian_(dim, device) {}
   void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
     if (slot != slot_) return;
     auto t = Clock::now();
@@ -164,7 +165,7 @@ absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
     }
     PTQ_RETURN_IF_ERROR(group.ReduceScatterRows(v.high(), heads_per_rank));
     PTQ_RETURN_IF_ERROR(group.ReduceScatterRows(v.low(), heads_per_rank));
-    counts.push_back(&v.non_finite());
+    PTQ_RETURN_IF_ERROR(group.AllReduceSum(v.non_finite()));
     counts.push_back(&values->count());
   }
   if (cross != nullptr) {
@@ -174,7 +175,7 @@ absl::Status AllReduceStatistics(Collective& group, HessianAccumulator& hessian,
   for (ExactSum* sum : sums) {
     PTQ_RETURN_IF_ERROR(group.AllReduceSum(sum->high()));
     PTQ_RETURN_IF_ERROR(group.AllReduceSum(sum->low()));
-    counts.push_back(&sum->non_finite());
+    PTQ_RETURN_IF_ERROR(group.AllReduceSum(sum->non_finite()));
   }
   at::Tensor scalars = at::empty({static_cast<int64_t>(counts.size())}, at::kLong);
   for (size_t i = 0; i < counts.size(); ++i) scalars[i] = *counts[i];
@@ -301,6 +302,7 @@ absl::Status QuantizeJob::Open() {
   PTQ_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> files, ModelFiles::Open(o_.model_dir));
   files_ = std::move(files);
   model_ = std::make_unique<LlamaModel>(plan_.config, std::make_unique<SafetensorsWeightSource>(files_));
+  model_->SetDevice(plan_.device);  // each block is copied there when it is loaded
   const int64_t vocab = plan_.config.vocab_size;
   PTQ_ASSIGN_OR_RETURN(auto tokenizer, TokenizerForModel(o_.model_dir, vocab));
   PTQ_ASSIGN_OR_RETURN(auto calib_tokens, LoadTokens(o_.calib_path, *tokenizer, vocab));
@@ -346,7 +348,7 @@ absl::Status QuantizeJob::StartStreams() {
                plan_.residual_alpha > 0
                    ? absl::StrFormat(", residual correction alpha %g", plan_.residual_alpha)
                    : std::string());
-  rope_.emplace(BuildRopeTable(plan_.config, o_.seq_len));
+  rope_.emplace(BuildRopeTable(plan_.config, o_.seq_len).To(plan_.device));
   auto t_embed = Clock::now();
   // This rank's token shard: a contiguous run of whole batches (a batch's forward must not depend on
   // which rank runs it).
@@ -451,20 +453,20 @@ absl::StatusOr<QuantizeJob::SlotInputs> QuantizeJob::CollectStatistics(LinearSlo
   SlotInputs in;
   if (plan_.method == Method::kRtn) return in;
   const int64_t dim = SlotInputDim(slot, plan_.config);
-  SlotStatistics stats(slot, dim);
+  SlotStatistics stats(slot, dim, plan_.device);
   std::vector<BlockObserver*> observers = {&stats};
   LinearSlot stop = slot;
   if (plan_.attention_aware && slot == LinearSlot::kAttnIn) {
     // Run through attention so the RoPE'd queries and keys (and the probabilities) are seen.
-    in.attention.emplace(plan_.config, o_.seq_len, plan_.qk_hessian);
+    in.attention.emplace(plan_.config, o_.seq_len, plan_.qk_hessian, plan_.device);
     observers.push_back(&*in.attention);
     if (plan_.value_block) {
-      in.values.emplace(plan_.config);
+      in.values.emplace(plan_.config, plan_.device);
       observers.push_back(&*in.values);
     }
     stop = LinearSlot::kAttnOut;
   }
-  if (plan_.residual_alpha > 0) in.cross.emplace(dim);
+  if (plan_.residual_alpha > 0) in.cross.emplace(dim, plan_.device);
   ObserverList all(std::move(observers));
   auto t = Clock::now();
   const double cross_seconds = ForwardStatistics(o_.sequential ? w : w_fp, w_fp, &all, slot, stop,
@@ -531,14 +533,18 @@ absl::Status QuantizeJob::LayerDone(int64_t block, LinearKind kind, BlockWeights
                                     const QuantizedLinear& q, const LayerReport& lr, bool has_loss) {
   report_.layers.push_back(lr);
   metrics_.Layer(block, LinearName(kind), lr);
-  if (sink_) PTQ_RETURN_IF_ERROR(sink_->AddQuantized(lr.name, q));
-  quantized_names_.insert(lr.name);
-  w.Linear(kind) = q.weight;
-  // A reloaded block is already in the store.
-  if (store_ && leader_ && block >= report_.resumed_blocks) {
-    block_layers_.push_back({lr.name, q, lr.loss, lr.relative_loss, lr.rtn_loss,
-                             lr.rtn_relative_loss, lr.seconds});
+  // The sinks (checkpoint, block store) read host memory: the layer's one trip to the host.
+  const bool to_store = store_ && leader_ && block >= report_.resumed_blocks;  // a reloaded block is there
+  if (sink_ || to_store) {
+    const QuantizedLinear host = q.To(c10::kCPU);
+    if (sink_) PTQ_RETURN_IF_ERROR(sink_->AddQuantized(lr.name, host));
+    if (to_store) {
+      block_layers_.push_back({lr.name, host, lr.loss, lr.relative_loss, lr.rtn_loss,
+                               lr.rtn_relative_loss, lr.seconds});
+    }
   }
+  quantized_names_.insert(lr.name);
+  w.Linear(kind) = q.weight.to(plan_.device);
   std::string what = absl::StrFormat("block %d/%d %s", block + 1, plan_.num_blocks, LinearName(kind));
   if (has_loss) absl::StrAppendFormat(&what, " rel. loss %.3g", lr.relative_loss);
   progress_.Advance(1, what);
@@ -606,6 +612,7 @@ absl::Status QuantizeJob::Finish() {
 absl::StatusOr<double> QuantizeJob::Perplexity(const std::string& model_dir,
                                                const std::string& label) const {
   PTQ_ASSIGN_OR_RETURN(auto model, LlamaModel::Open(model_dir));
+  model->SetDevice(plan_.device);
   PTQ_ASSIGN_OR_RETURN(auto tokenizer, TokenizerForModel(model_dir, model->config().vocab_size));
   PTQ_ASSIGN_OR_RETURN(auto tokens, LoadTokens(o_.eval_path, *tokenizer, model->config().vocab_size));
   PerplexityOptions po;
@@ -634,6 +641,11 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& options, const
   }
   PTQ_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(options.model_dir));
   PTQ_ASSIGN_OR_RETURN(QuantizePlan plan, ResolvePlan(options, config));
+  if (!group->Accepts(plan.device)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device ", options.device, " with the ", group->backend(), " collective: it reads host "
+        "memory only; a group of CUDA workers uses NCCL (ptq-worker --device cuda:N)"));
+  }
   QuantizeJob job(std::move(plan), hooks, *group);
   PTQ_RETURN_IF_ERROR(job.Open());
   PTQ_RETURN_IF_ERROR(job.EvaluateFullPrecision());

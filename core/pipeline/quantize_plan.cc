@@ -2,16 +2,19 @@
 
 #include "common/status_macros.h"
 #include "core/model/block_weights.h"
+#include "core/pipeline/device.h"
 #include "nlohmann/json.hpp"
 
 namespace ptq {
 
 absl::StatusOr<QuantizePlan> ResolvePlan(const QuantizeOptions& o, const ModelConfig& config) {
   PTQ_RETURN_IF_ERROR(ValidateQuantizeOptions(o, config));
+  PTQ_ASSIGN_OR_RETURN(const c10::Device device, ResolveDevice(o.device));
   const QuantizeOptions resolved = ResolveQuantizeOptions(o);
   QuantizePlan plan;
   plan.options = o;
   plan.config = config;
+  plan.device = device;
   PTQ_ASSIGN_OR_RETURN(plan.method, ParseMethod(o.method));
   PTQ_ASSIGN_OR_RETURN(plan.format, ParseCheckpointFormat(o.format));
   plan.attention_aware = plan.method == Method::kBoa || plan.method == Method::kTurboBoa;

@@ -18,6 +18,7 @@ namespace ptq {
 struct QuantizePlan {
   QuantizeOptions options;  // as given: paths, sampling, evaluation
   ModelConfig config;
+  c10::Device device = c10::kCPU;  // where the block loop's tensors live
   Method method = Method::kGptq;
   CheckpointFormat format = CheckpointFormat::kGptq;
   // boa / turboboa: q/k with their heads' H_out, v with the value block (when on).

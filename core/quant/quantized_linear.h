@@ -22,6 +22,15 @@ struct QuantizedLinear {
   int bits = 4;
   bool sym = false;
   double loss = 0;  // tr((W - W_hat) H (W - W_hat)^T) with the undamped H; 0 when no H was given
+
+  // Every tensor on `device` (the sinks take host copies; a reloaded layer goes back to the device).
+  QuantizedLinear To(c10::Device device) const {
+    QuantizedLinear q = *this;
+    for (at::Tensor* t : {&q.weight, &q.codes, &q.scales, &q.zeros, &q.g_idx}) {
+      if (t->defined()) *t = t->to(device);
+    }
+    return q;
+  }
 };
 
 // tr((W - Q) H (W - Q)^T): the layer-wise reconstruction loss GPTQ minimises (up to H's 2/n).

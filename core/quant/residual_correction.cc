@@ -8,8 +8,8 @@
 
 namespace ptq {
 
-CrossTermAccumulator::CrossTermAccumulator(int64_t dim)
-    : sum_({dim, dim}, at::kCPU) {}
+CrossTermAccumulator::CrossTermAccumulator(int64_t dim, c10::Device device)
+    : sum_({dim, dim}, device) {}
 
 void CrossTermAccumulator::Add(const at::Tensor& x_fp, const at::Tensor& x_q) {
   const int64_t dim = sum_.high().size(0);

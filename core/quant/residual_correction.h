@@ -21,7 +21,7 @@ namespace ptq {
 // workers combine shards with one all-reduce and get the one-process bits.
 class CrossTermAccumulator {
  public:
-  explicit CrossTermAccumulator(int64_t dim);
+  explicit CrossTermAccumulator(int64_t dim, c10::Device device = c10::kCPU);
   // x_fp, x_q: [..., dim], the same tokens through the full-precision and the partly quantized model.
   void Add(const at::Tensor& x_fp, const at::Tensor& x_q);
   void Merge(const CrossTermAccumulator& other);

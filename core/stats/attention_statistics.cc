@@ -4,19 +4,21 @@
 
 namespace ptq {
 
-AttentionStatistics::AttentionStatistics(const ModelConfig& config, int64_t seq_len, QkHessian kind)
+AttentionStatistics::AttentionStatistics(const ModelConfig& config, int64_t seq_len, QkHessian kind,
+                                         c10::Device device)
     : config_(config), kind_(kind) {
   const int64_t hd = config.head_dim;
   // Column b of R_i is RoPE applied to the basis vector e_b at position i.
   RopeTable table = BuildRopeTable(config, seq_len);
   at::Tensor basis = at::eye(hd, at::kFloat).unsqueeze(1).unsqueeze(1).expand({hd, 1, seq_len, hd});
   at::Tensor rotated = ApplyRope(basis.contiguous(), table);          // [hd(b), 1, T, hd]
-  rotations_ = rotated.squeeze(1).permute({1, 2, 0}).to(at::kDouble);  // [T, hd(row), hd(b)]
+  // Built on the host, so every device uses the same rotations.
+  rotations_ = rotated.squeeze(1).permute({1, 2, 0}).to(at::kDouble).to(device);  // [T, hd(row), hd(b)]
   const int64_t key_heads =
       kind == QkHessian::kSoftmax ? config.num_attention_heads : config.num_key_value_heads;
-  key_sum_ = ExactSum({key_heads, hd, hd}, at::kCPU);
-  query_sum_ = ExactSum({config.num_key_value_heads, hd, hd}, at::kCPU);
-  key_mean_sum_ = ExactSum({config.num_key_value_heads, hd}, at::kCPU);
+  key_sum_ = ExactSum({key_heads, hd, hd}, device);
+  query_sum_ = ExactSum({config.num_key_value_heads, hd, hd}, device);
+  key_mean_sum_ = ExactSum({config.num_key_value_heads, hd}, device);
 }
 
 void AttentionStatistics::OnAttention(const AttentionInternals& in) {

@@ -19,7 +19,8 @@ namespace ptq {
 
 class AttentionStatistics final : public BlockObserver {
  public:
-  AttentionStatistics(const ModelConfig& config, int64_t seq_len, QkHessian kind = QkHessian::kMoment);
+  AttentionStatistics(const ModelConfig& config, int64_t seq_len, QkHessian kind = QkHessian::kMoment,
+                      c10::Device device = c10::kCPU);
   void OnAttention(const AttentionInternals& internals) override;
 
   // H_out per query head ([heads] of [head_dim, head_dim], float64), from the keys.

@@ -28,12 +28,14 @@ class ExactSum {
   at::Tensor& low() { return low_; }
   const at::Tensor& high() const { return high_; }
   const at::Tensor& low() const { return low_; }
-  // Non-finite entries seen (they are left out of the limbs); also summed across workers.
-  int64_t& non_finite() { return non_finite_; }
+  // Non-finite entries seen (they are left out of the limbs): a 0-dim int64 tensor on the sum's
+  // device (so adding never waits for the device), summed across workers like the limbs.
+  at::Tensor& non_finite() { return non_finite_; }
+  int64_t NonFiniteCount() const;
 
  private:
   at::Tensor high_, low_;
-  int64_t non_finite_ = 0;
+  at::Tensor non_finite_;
 };
 
 }  // namespace ptq

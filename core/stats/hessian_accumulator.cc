@@ -4,7 +4,7 @@
 
 namespace ptq {
 
-HessianAccumulator::HessianAccumulator(int64_t dim) : sum_({dim, dim}, at::kCPU) {}
+HessianAccumulator::HessianAccumulator(int64_t dim, c10::Device device) : sum_({dim, dim}, device) {}
 
 void HessianAccumulator::Add(const at::Tensor& x) {
   at::Tensor flat = x.reshape({-1, x.size(-1)}).to(at::kFloat);

@@ -13,7 +13,8 @@ namespace ptq {
 
 class HessianAccumulator {
  public:
-  explicit HessianAccumulator(int64_t dim);
+  // The sum lives on `device`: each product is formed and added there.
+  explicit HessianAccumulator(int64_t dim, c10::Device device = c10::kCPU);
   // x: [..., dim]; every leading index is one token. Each call's product is formed in float32 (so
   // the same batch gives the same product wherever it runs) and added exactly.
   void Add(const at::Tensor& x);

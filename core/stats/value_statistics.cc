@@ -4,9 +4,9 @@
 
 namespace ptq {
 
-ValueStatistics::ValueStatistics(const ModelConfig& config)
+ValueStatistics::ValueStatistics(const ModelConfig& config, c10::Device device)
     : config_(config),
-      sum_({config.num_key_value_heads, config.hidden_size, config.hidden_size}, at::kCPU) {}
+      sum_({config.num_key_value_heads, config.hidden_size, config.hidden_size}, device) {}
 
 void ValueStatistics::OnLinearInput(LinearSlot slot, const at::Tensor& x) {
   if (slot == LinearSlot::kAttnIn) input_ = x;

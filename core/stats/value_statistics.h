@@ -17,7 +17,7 @@ namespace ptq {
 
 class ValueStatistics final : public BlockObserver {
  public:
-  explicit ValueStatistics(const ModelConfig& config);
+  explicit ValueStatistics(const ModelConfig& config, c10::Device device = c10::kCPU);
   // Keeps the attention input of the current forward (the x that A multiplies).
   void OnLinearInput(LinearSlot slot, const at::Tensor& x) override;
   void OnAttention(const AttentionInternals& internals) override;

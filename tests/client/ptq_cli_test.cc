@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -28,6 +29,8 @@ TEST(PtqCliTest, BadInputGivesOneLineErrorAndNonZeroExit) {
       {"quantize --model " + Demo() + " --calib " + Calib() + " --out " + out + " --group-size 100",
        "does not divide"},
       {"eval --model " + Demo() + " --text /nonexistent/valid.txt", "/nonexistent/valid.txt"},
+      {"quantize --model " + Demo() + " --calib " + Calib() + " --out " + out + " --device gpu",
+       "unknown --device \"gpu\""},
   };
   for (const auto& [args, words] : cases) {
     CliRun r = RunPtq(args, true);
@@ -35,6 +38,24 @@ TEST(PtqCliTest, BadInputGivesOneLineErrorAndNonZeroExit) {
     EXPECT_NE(r.out.find("ptq: error: "), std::string::npos) << r.out;
     EXPECT_NE(r.out.find(words), std::string::npos) << r.out;
   }
+}
+
+// Where LibTorch has no CUDA (Debian's) or no GPU is visible, asking for one is refused up front,
+// naming what is missing, and nothing is written.
+TEST(PtqCliTest, CudaWithoutAGpuIsRefusedUpFront) {
+  if (std::getenv("PTQ_TEST_HAS_CUDA") != nullptr) GTEST_SKIP() << "a CUDA device is expected here";
+  const std::string out = (std::filesystem::temp_directory_path() / "ptq_cli_test_cuda").string();
+  std::filesystem::remove_all(out);
+  for (const std::string& args :
+       {"quantize --model " + Demo() + " --calib " + Calib() + " --out " + out +
+            " --group-size 64 --device cuda",
+        "eval --model " + Demo() + " --text " + Calib() + " --device cuda:0"}) {
+    CliRun r = RunPtq(args, true);
+    if (r.exit_code == 0) GTEST_SKIP() << "this LibTorch sees a CUDA device";
+    EXPECT_NE(r.out.find("ptq: error: --device cuda"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("no CUDA device is usable"), std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 TEST(PtqCliTest, QuantizeJsonHasTheDocumentedFields) {

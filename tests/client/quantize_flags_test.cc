@@ -34,7 +34,7 @@ TEST(QuantizeFlagsTest, EveryFlagSetsItsOption) {
                         "--sym", "--mse", "--act-order", "--static-groups", "--damp", "0.02",
                         "--samples", "16", "--seq-len", "128", "--seed", "7", "--eval", "/v.txt",
                         "--eval-seq-len", "512", "--eval-windows", "3", "--skip-fp-eval", "--force",
-                        "--partial-groups"}),
+                        "--partial-groups", "--device", "cuda:1"}),
             0);
   EXPECT_EQ(o.model_dir, "/m");
   EXPECT_EQ(o.calib_path, "/c.txt");
@@ -67,6 +67,7 @@ TEST(QuantizeFlagsTest, EveryFlagSetsItsOption) {
   EXPECT_FALSE(o.eval_fp);
   EXPECT_TRUE(o.force);
   EXPECT_TRUE(o.partial_groups);
+  EXPECT_EQ(o.device, "cuda:1");
 }
 
 TEST(QuantizeFlagsTest, UnsetFlagsKeepTheDefaultsAndPathsAreRequired) {

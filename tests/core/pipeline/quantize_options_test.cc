@@ -102,6 +102,20 @@ TEST(QuantizeOptionsTest, PlanDerivesEverySettingOnce) {
   EXPECT_EQ(sym_plan->format, CheckpointFormat::kDequantized);
 }
 
+TEST(QuantizeOptionsTest, DeviceNames) {
+  EXPECT_EQ(ParseDeviceName("cpu").value(), -1);
+  EXPECT_EQ(ParseDeviceName("cuda").value(), 0);
+  EXPECT_EQ(ParseDeviceName("cuda:3").value(), 3);
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "CPU", "cuda:99999"}) {
+    auto parsed = ParseDeviceName(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_NE(parsed.status().message().find("unknown --device"), std::string::npos) << bad;
+  }
+  QuantizeOptions o = Options("gptq");
+  o.device = "tpu";
+  EXPECT_EQ(ResolvePlan(o, SmallConfig()).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(QuantizeOptionsTest, ResolvingRefusesWhatValidationRefuses) {
   QuantizeOptions o = Options("awq");
   auto plan = ResolvePlan(o, SmallConfig());

@@ -44,9 +44,9 @@ TEST(ExactSumTest, LargeAndNegativeValuesAndNonFiniteTerms) {
   EXPECT_DOUBLE_EQ(v[0].item<double>(), 2e12);
   EXPECT_DOUBLE_EQ(v[1].item<double>(), -1e9 - 3.5);
   EXPECT_NEAR(v[2].item<double>(), 0.25, 1e-12);
-  EXPECT_EQ(s.non_finite(), 0);
+  EXPECT_EQ(s.NonFiniteCount(), 0);
   s.Add(at::tensor({0.0, std::nan(""), INFINITY}, at::kDouble));
-  EXPECT_EQ(s.non_finite(), 2);
+  EXPECT_EQ(s.NonFiniteCount(), 2);
   EXPECT_TRUE(at::isnan(s.Value()).all().item<bool>());
 }
 
