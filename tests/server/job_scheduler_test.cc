@@ -192,6 +192,8 @@ TEST(JobSchedulerTest, StopPutsTheRunningJobBackInTheQueueForTheNextStart) {
   JobScheduler scheduler(**store, executor, registry);
   ASSERT_TRUE(scheduler.Start().ok());
   AwaitState(scheduler, id, v1::JOB_STATE_RUNNING);
+  // The scheduler marks the job RUNNING before it calls the executor: wait for the call too.
+  for (int i = 0; i < 1000 && executor.ran().empty(); ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(executor.ran(), std::vector<std::string>{"wait-then-b"});
 }
 
