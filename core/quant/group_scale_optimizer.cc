@@ -131,9 +131,13 @@ at::Tensor RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& targ
     const at::Tensor den = h_rr.unsqueeze(1) * at::stack(vhv).reshape({hd, groups});
     const at::Tensor can_step = (h_rr > 0).unsqueeze(1) & (den > 0);  // [hd, groups]
     for (int it = 0; it < iterations; ++it) {
+      const bool last_sweep = it + 1 == iterations;
       for (int64_t r = 0; r < hd; ++r) {
         const at::Tensor grad_r = grad.select(0, r);  // a view: sees the updates below
-        const at::Tensor ho_r = ho.select(1, r);
+        // In the last sweep the rows already done never read grad again: update only rows r.. .
+        const int64_t first_row = last_sweep ? r : 0;
+        at::Tensor grad_rows = grad.narrow(0, first_row, hd - first_row);
+        const at::Tensor ho_r = ho.select(1, r).narrow(0, first_row, hd - first_row);
         for (int64_t g = 0; g < groups; ++g) {
           const at::Tensor vg = v_cols[g].select(0, r);
           const at::Tensor den_rg = den.select(0, r).select(0, g);
@@ -144,7 +148,7 @@ at::Tensor RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& targ
           // Exact change of the rounded step; a rejected step becomes a step of 0.
           const at::Tensor take = can_step.select(0, r).select(0, g) & (-2 * d * num + d * d * den_rg < 0);
           old_s.copy_(at::where(take, new_s, old_s));
-          grad.sub_(at::outer(ho_r, at::matmul(vg, h_g[g])).mul_(at::where(take, d, zero)));
+          grad_rows.sub_(at::outer(ho_r, at::matmul(vg, h_g[g])).mul_(at::where(take, d, zero)));
         }
       }
     }
