@@ -138,16 +138,20 @@ at::Tensor RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& targ
         const int64_t first_row = last_sweep ? r : 0;
         at::Tensor grad_rows = grad.narrow(0, first_row, hd - first_row);
         const at::Tensor ho_r = ho.select(1, r).narrow(0, first_row, hd - first_row);
+        const at::Tensor den_r = den.select(0, r), can_step_r = can_step.select(0, r);
+        const at::Tensor s_r = rows_s.select(0, r);
         for (int64_t g = 0; g < groups; ++g) {
           const at::Tensor vg = v_cols[g].select(0, r);
-          const at::Tensor den_rg = den.select(0, r).select(0, g);
-          at::Tensor old_s = rows_s.select(0, r).select(0, g);  // a view, written last
+          const at::Tensor den_rg = den_r.select(0, g);
+          at::Tensor old_s = s_r.select(0, g);  // a view, written last
           const at::Tensor num = at::dot(vg, grad_r.index_select(0, columns[g]));
           const at::Tensor new_s = RoundScalesToFp16(old_s + num / den_rg);
           const at::Tensor d = new_s - old_s;
-          // Exact change of the rounded step; a rejected step becomes a step of 0.
-          const at::Tensor take = can_step.select(0, r).select(0, g) & (-2 * d * num + d * d * den_rg < 0);
+          // The rounded step's exact change -2 d num + d^2 den is negative iff d^2 den < 2 d num
+          // (the same roundings; x - y < 0 iff x < y). A rejected step becomes a step of 0.
+          const at::Tensor take = can_step_r.select(0, g) & (d * d * den_rg < 2 * d * num);
           old_s.copy_(at::where(take, new_s, old_s));
+          // Applied every step (a rejected one adds zeros): whether to skip is known on the device only.
           grad_rows.sub_(at::outer(ho_r, at::matmul(vg, h_g[g])).mul_(at::where(take, d, zero)));
         }
       }
