@@ -107,6 +107,9 @@ at::Tensor RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& targ
   }
   at::Tensor t = target.to(at::kDouble);
   const at::Tensor zero = at::zeros({}, f64);
+  // Each step's rank-one update is written here: a fresh [head_dim, in] tensor per step would cost
+  // an allocation (on the CPU with its page faults) every time.
+  const at::Tensor update = at::empty({hd, q.weight.size(1)}, f64);
   // Heads are independent, but each stays its own sequence of small BLAS calls: batching heads (or
   // rows) into one call would change the reductions and with them the bits of the result.
   for (int64_t h = 0; h < heads; ++h) {
@@ -152,7 +155,9 @@ at::Tensor RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& targ
           const at::Tensor take = can_step_r.select(0, g) & (d * d * den_rg < 2 * d * num);
           old_s.copy_(at::where(take, new_s, old_s));
           // Applied every step (a rejected one adds zeros): whether to skip is known on the device only.
-          grad_rows.sub_(at::outer(ho_r, at::matmul(vg, h_g[g])).mul_(at::where(take, d, zero)));
+          at::Tensor u = update.narrow(0, 0, hd - first_row);
+          at::outer_out(u, ho_r, at::matmul(vg, h_g[g]));
+          grad_rows.sub_(u.mul_(at::where(take, d, zero)));
         }
       }
     }
