@@ -5,9 +5,13 @@
 // Kronecker loss tr(dW H_in dW^T H_out) summed over heads (what BoA and TurboBoA minimise; GPTQ
 // ignores H_out). A first line times what all three share: the damped Cholesky factor of H_in^-1
 // (PrepareGptq), which dominates at in = 4096 on a CPU; subtract it to compare the loops.
+// Two more lines time stage 2 of the scale optimisation alone with --refine-iters sweeps:
+// "turboboa_refine" (RefineGroupScalesKronecker on TurboBoA's result, one (row, group) step at a
+// time) and "gptq_refine" (RefineGroupScales on GPTQ's, all rows of a group at once), each with its
+// objective afterwards (Kronecker loss, resp. tr(dW H_in dW^T)).
 //
 //   build/boa_speed_bench [--shape small|7b] [--heads H] [--bits B] [--group G] [--threads T]
-//                         [--joint-rows N] [--repeats R]
+//                         [--joint-rows N] [--repeats R] [--refine-iters K]
 //
 // small: the small demo model's q_proj (in 512, head_dim 64, 8 heads);
 // 7b:    a Llama-2-7B q_proj's first heads (in 4096, head_dim 128; 2 heads unless --heads).
@@ -16,7 +20,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +31,7 @@
 
 #include "core/quant/boa_quantizer.h"
 #include "core/quant/gptq_quantizer.h"
+#include "core/quant/group_scale_optimizer.h"
 
 namespace {
 
@@ -43,12 +50,13 @@ struct Args {
   int threads = 1;
   int64_t joint_rows = 16;
   int repeats = 1;
+  int refine_iters = 2;  // 0: no refinement lines
 };
 
 [[noreturn]] void Usage(const char* why) {
   std::fprintf(stderr,
                "%s\nusage: boa_speed_bench [--shape small|7b] [--heads H] [--bits B] [--group G] "
-               "[--threads T] [--joint-rows N] [--repeats R]\n",
+               "[--threads T] [--joint-rows N] [--repeats R] [--refine-iters K]\n",
                why);
   std::exit(2);
 }
@@ -66,11 +74,13 @@ Args Parse(int argc, char** argv) {
     else if (flag == "--threads") a.threads = std::atoi(v);
     else if (flag == "--joint-rows") a.joint_rows = std::atoll(v);
     else if (flag == "--repeats") a.repeats = std::atoi(v);
+    else if (flag == "--refine-iters") a.refine_iters = std::atoi(v);
     else Usage(("unknown flag " + flag).c_str());
   }
   if (a.shape != "small" && a.shape != "7b") Usage("--shape must be small or 7b");
-  if (a.bits < 2 || a.bits > 8 || a.threads < 1 || a.joint_rows < 1 || a.repeats < 1) {
-    Usage("--bits must be 2..8; --threads, --joint-rows and --repeats at least 1");
+  if (a.bits < 2 || a.bits > 8 || a.threads < 1 || a.joint_rows < 1 || a.repeats < 1 ||
+      a.refine_iters < 0) {
+    Usage("--bits must be 2..8; --threads, --joint-rows and --repeats at least 1; --refine-iters >= 0");
   }
   return a;
 }
@@ -78,6 +88,9 @@ Args Parse(int argc, char** argv) {
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+// Processor time of the whole process: on a shared machine less inflated by other jobs than the
+// wall clock (run with OPENBLAS_NUM_THREADS=1 so that it counts the one thread doing the work).
+double CpuNow() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
 
 // (2/n) X^T X of n Gaussian rows whose i-th coordinate has scale 1/sqrt(1 + i / 16).
 at::Tensor InputHessian(int64_t in) {
@@ -86,6 +99,11 @@ at::Tensor InputHessian(int64_t in) {
   at::Tensor x = at::randn({n, in}) * scale;
   return at::matmul(x.t(), x) * (2.0 / static_cast<double>(n));
 }
+
+// The refinements' loss, whether they return it as a number or as a tensor on the device (so the
+// bench builds against either, to compare versions).
+double Number(double x) { return x; }
+double Number(const at::Tensor& x) { return x.item<double>(); }
 
 }  // namespace
 
@@ -123,6 +141,7 @@ int main(int argc, char** argv) {
     int64_t joint_rows;  // 0: plain GPTQ
   };
   const std::vector<Method> methods = {{"gptq", 0}, {"boa", 1}, {"turboboa", args.joint_rows}};
+  QuantizedLinear gptq_q, turbo_q;
   for (const Method& m : methods) {
     double best = 1e30;
     QuantizedLinear q;
@@ -148,6 +167,30 @@ int main(int argc, char** argv) {
         static_cast<long long>(heads), args.bits, static_cast<long long>(args.group), args.threads,
         m.name, static_cast<long long>(m.joint_rows), best,
         KroneckerLoss(weight, q.weight, h_in, h_out));
+    std::fflush(stdout);
+    if (m.joint_rows == 0) gptq_q = std::move(q);
+    if (m.joint_rows == args.joint_rows && std::strcmp(m.name, "turboboa") == 0) turbo_q = std::move(q);
+  }
+  for (const char* name : {"turboboa_refine", "gptq_refine"}) {
+    if (args.refine_iters == 0) break;
+    const bool kronecker = std::strcmp(name, "turboboa_refine") == 0;
+    double best = 1e30, best_cpu = 1e30, loss = 0;
+    for (int r = 0; r < args.repeats; ++r) {
+      QuantizedLinear q = kronecker ? turbo_q : gptq_q;
+      q.scales = q.scales.clone();
+      const double t0 = Now(), c0 = CpuNow();
+      loss = kronecker ? Number(ptq::RefineGroupScalesKronecker(q, weight, h_in, h_out, args.refine_iters))
+                       : Number(ptq::RefineGroupScales(q, weight, h_in, args.refine_iters));
+      best = std::min(best, Now() - t0);
+      best_cpu = std::min(best_cpu, CpuNow() - c0);
+    }
+    std::printf(
+        "{\"shape\":\"%s\",\"in\":%lld,\"head_dim\":%lld,\"heads\":%lld,\"bits\":%d,\"group\":%lld,"
+        "\"threads\":%d,\"method\":\"%s\",\"refine_iters\":%d,\"seconds\":%.4f,\"cpu_seconds\":%.4f,"
+        "\"loss\":%.9g}\n",
+        args.shape.c_str(), static_cast<long long>(in), static_cast<long long>(head_dim),
+        static_cast<long long>(heads), args.bits, static_cast<long long>(args.group), args.threads,
+        name, args.refine_iters, best, best_cpu, loss);
     std::fflush(stdout);
   }
   return 0;

@@ -2,23 +2,80 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
 namespace ptq {
 
-double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,
-                     const std::vector<at::Tensor>& h_out) {
+at::Tensor KroneckerLossOnDevice(const at::Tensor& weight, const at::Tensor& quantized,
+                                 const at::Tensor& h_in, const std::vector<at::Tensor>& h_out) {
   const int64_t heads = static_cast<int64_t>(h_out.size());
   const int64_t hd = weight.size(0) / heads;
   at::Tensor d = weight.to(at::kDouble) - quantized.to(at::kDouble);
-  at::Tensor hi = h_in.to(at::kDouble);
-  double loss = 0;
+  at::Tensor hi = h_in.to(d.options());
+  at::Tensor loss = at::zeros({}, d.options());  // summed head by head, as the host sum did
   for (int64_t h = 0; h < heads; ++h) {
     at::Tensor dh = d.narrow(0, h * hd, hd);
-    loss += (at::matmul(at::matmul(h_out[h].to(at::kDouble), dh), hi) * dh).sum().item<double>();
+    loss = loss + (at::matmul(at::matmul(h_out[h].to(d.options()), dh), hi) * dh).sum();
   }
   return loss;
+}
+
+double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,
+                     const std::vector<at::Tensor>& h_out) {
+  return KroneckerLossOnDevice(weight, quantized, h_in, h_out).item<double>();
+}
+
+absl::StatusOr<QuantizedLinear> BoaQuantizeHead(const at::Tensor& weight, const at::Tensor& h_out,
+                                                const BoaOptions& o, const FixedGrids* grids,
+                                                const BoaHeadSteps& steps) {
+  const int64_t hd = weight.size(0);
+  at::Tensor w = weight.to(at::kDouble).clone();  // current rows of the head
+  at::Tensor head_h_out = h_out.to(w.device());
+  FixedGrids head_grids;
+  if (grids != nullptr) head_grids = *grids;
+  at::Tensor order;  // quantization order of the head's rows (undefined: as stored)
+  if (o.act_order_rows) {
+    // A stable sort, so equal diagonals keep their order and the result is reproducible.
+    order = std::get<1>(at::sort(at::diagonal(head_h_out), /*stable=*/true, /*dim=*/0,
+                                 /*descending=*/true));
+    w = w.index_select(0, order);
+    head_h_out = head_h_out.index_select(0, order).index_select(1, order);
+    if (grids != nullptr) {
+      head_grids.scales = head_grids.scales.index_select(0, order);
+      head_grids.zeros = head_grids.zeros.index_select(0, order);
+    }
+  }
+  PTQ_ASSIGN_OR_RETURN(at::Tensor u_out, steps.factor_out(head_h_out));
+  std::vector<QuantizedLinear> head_blocks;
+  for (int64_t r1 = 0; r1 < hd; r1 += o.joint_rows) {
+    const int64_t r2 = std::min(r1 + o.joint_rows, hd);
+    at::Tensor rows = w.narrow(0, r1, r2 - r1);
+    FixedGrids block_grids;
+    if (grids != nullptr) block_grids = head_grids.Rows(r1, r2 - r1);
+    PTQ_ASSIGN_OR_RETURN(QuantizedLinear q, steps.quantize_rows(rows.to(at::kFloat),
+                                                                grids != nullptr ? &block_grids : nullptr));
+    if (r2 < hd) {
+      // Closed-form compensation of the remaining rows for the whole block's error.
+      at::Tensor e = rows - q.weight.to(at::kDouble);           // [n, in]
+      at::Tensor m = u_out.narrow(0, r1, r2 - r1).narrow(1, r1, r2 - r1);  // upper [n, n]
+      at::Tensor x = at::linalg_solve_triangular(m.t(), e, /*upper=*/false);
+      at::Tensor coupling = u_out.narrow(0, r1, r2 - r1).narrow(1, r2, hd - r2);  // [n, rest]
+      w.narrow(0, r2, hd - r2).sub_(at::matmul(coupling.t(), x));
+    }
+    head_blocks.push_back(std::move(q));
+  }
+  QuantizedLinear head_q = ConcatRows(head_blocks);
+  if (order.defined()) {  // rows back to their places
+    const at::Tensor inverse = at::argsort(order);
+    head_q.weight = head_q.weight.index_select(0, inverse);
+    head_q.codes = head_q.codes.index_select(0, inverse);
+    head_q.scales = head_q.scales.index_select(0, inverse);
+    head_q.zeros = head_q.zeros.index_select(0, inverse);
+  }
+  return head_q;
 }
 
 absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
@@ -39,50 +96,18 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
     if (h_out[h].size(0) != hd) {
       return absl::InvalidArgumentError(absl::StrCat(head_name, ": H_out is not ", hd, " x ", hd));
     }
-    at::Tensor w = weight.narrow(0, h * hd, hd).to(at::kDouble).clone();  // current rows of the head
-    at::Tensor head_h_out = h_out[h];
+    const BoaHeadSteps steps{
+        [&](const at::Tensor& head_h_out) {
+          return InverseCholeskyUpper(head_h_out, o.damp_out, head_name);
+        },
+        [&](const at::Tensor& rows, const FixedGrids* block_grids) {
+          return GptqQuantizeWithFactor(rows, factor, o.gptq, head_name, block_grids);
+        }};
     FixedGrids head_grids;
     if (grids != nullptr) head_grids = grids->Rows(h * hd, hd);
-    at::Tensor order;  // quantization order of the head's rows (undefined: as stored)
-    if (o.act_order_rows) {
-      // A stable sort, so equal diagonals keep their order and the result is reproducible.
-      order = std::get<1>(at::sort(at::diagonal(head_h_out), /*stable=*/true, /*dim=*/0,
-                                   /*descending=*/true));
-      w = w.index_select(0, order);
-      head_h_out = head_h_out.index_select(0, order).index_select(1, order);
-      if (grids != nullptr) {
-        head_grids.scales = head_grids.scales.index_select(0, order);
-        head_grids.zeros = head_grids.zeros.index_select(0, order);
-      }
-    }
-    PTQ_ASSIGN_OR_RETURN(at::Tensor u_out, InverseCholeskyUpper(head_h_out, o.damp_out, head_name));
-    std::vector<QuantizedLinear> head_blocks;
-    for (int64_t r1 = 0; r1 < hd; r1 += o.joint_rows) {
-      const int64_t r2 = std::min(r1 + o.joint_rows, hd);
-      at::Tensor rows = w.narrow(0, r1, r2 - r1);
-      FixedGrids block_grids;
-      if (grids != nullptr) block_grids = head_grids.Rows(r1, r2 - r1);
-      PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
-                           GptqQuantizeWithFactor(rows.to(at::kFloat), factor, o.gptq, head_name,
-                                                  grids != nullptr ? &block_grids : nullptr));
-      if (r2 < hd) {
-        // Closed-form compensation of the remaining rows for the whole block's error.
-        at::Tensor e = rows - q.weight.to(at::kDouble);           // [n, in]
-        at::Tensor m = u_out.narrow(0, r1, r2 - r1).narrow(1, r1, r2 - r1);  // upper [n, n]
-        at::Tensor x = at::linalg_solve_triangular(m.t(), e, /*upper=*/false);
-        at::Tensor coupling = u_out.narrow(0, r1, r2 - r1).narrow(1, r2, hd - r2);  // [n, rest]
-        w.narrow(0, r2, hd - r2).sub_(at::matmul(coupling.t(), x));
-      }
-      head_blocks.push_back(std::move(q));
-    }
-    QuantizedLinear head_q = ConcatRows(head_blocks);
-    if (order.defined()) {  // rows back to their places
-      const at::Tensor inverse = at::argsort(order);
-      head_q.weight = head_q.weight.index_select(0, inverse);
-      head_q.codes = head_q.codes.index_select(0, inverse);
-      head_q.scales = head_q.scales.index_select(0, inverse);
-      head_q.zeros = head_q.zeros.index_select(0, inverse);
-    }
+    PTQ_ASSIGN_OR_RETURN(QuantizedLinear head_q,
+                         BoaQuantizeHead(weight.narrow(0, h * hd, hd), h_out[h], o,
+                                         grids != nullptr ? &head_grids : nullptr, steps));
     blocks.push_back(std::move(head_q));
   }
   QuantizedLinear out = ConcatRows(blocks);

@@ -10,6 +10,7 @@
 // before the loop and the result's rows put back after it.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -31,10 +32,26 @@ struct BoaOptions {
 
 // weight: [heads * head_dim, in]; h_in: [in, in]; h_out: one [head_dim, head_dim] per head.
 // grids: nullptr, or fixed grids for all rows of `weight` (an earlier pass's refined scales).
+// Host reads happen outside BoA's own loop only: in GPTQ and the Cholesky factors' checks
+// (gptq_quantizer.h) and for QuantizedLinear::loss at the end.
 absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
                                             const std::vector<at::Tensor>& h_out,
                                             const BoaOptions& options, const std::string& what,
                                             const FixedGrids* grids = nullptr);
+
+// One head of BoaQuantize, with the two steps that are not BoA's own passed in: the factor
+// U_out = chol_upper((H_out + damp)^-1) and GPTQ of a row block (on its fixed grids, or nullptr).
+// BoA's part (row order, quantizing row blocks, compensating the rest of the head) reads nothing back
+// to the host; the seam lets a test run it where any host read fails. weight: [head_dim, in];
+// grids: nullptr or the head's. Returns the head's rows in their stored order.
+struct BoaHeadSteps {
+  std::function<absl::StatusOr<at::Tensor>(const at::Tensor& h_out)> factor_out;
+  std::function<absl::StatusOr<QuantizedLinear>(const at::Tensor& rows, const FixedGrids* grids)>
+      quantize_rows;
+};
+absl::StatusOr<QuantizedLinear> BoaQuantizeHead(const at::Tensor& weight, const at::Tensor& h_out,
+                                                const BoaOptions& options, const FixedGrids* grids,
+                                                const BoaHeadSteps& steps);
 
 // W_v with BoA's value-block Hessians: the rows of key/value head h quantized by GPTQ with their own
 // H_in (core/stats/value_statistics.h). weight: [kv_heads * head_dim, in]. The loss is the sum of the
@@ -48,5 +65,8 @@ absl::StatusOr<QuantizedLinear> BoaValueQuantize(const at::Tensor& weight,
 // sum over heads of tr((W - Q)_h H_in (W - Q)_h^T H_out_h): the objective BoA minimises.
 double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, const at::Tensor& h_in,
                      const std::vector<at::Tensor>& h_out);
+// The same as a 0-dim float64 tensor on the weight's device, nothing read back (the same bits).
+at::Tensor KroneckerLossOnDevice(const at::Tensor& weight, const at::Tensor& quantized,
+                                 const at::Tensor& h_in, const std::vector<at::Tensor>& h_out);
 
 }  // namespace ptq

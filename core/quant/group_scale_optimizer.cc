@@ -5,25 +5,48 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <tuple>
 
 namespace ptq {
 
-double RefineGroupScales(QuantizedLinear& q, const at::Tensor& target, const at::Tensor& hessian,
-                         int iterations) {
-  at::Tensor h = hessian.to(at::kDouble);
+at::Tensor LayerLossOnDevice(const at::Tensor& weight, const at::Tensor& quantized,
+                             const at::Tensor& hessian) {
+  at::Tensor d = (weight.to(at::kDouble) - quantized.to(at::kDouble));
+  return (at::matmul(d, hessian.to(d.options())) * d).sum();
+}
+
+std::vector<at::Tensor> GroupColumns(const QuantizedLinear& q) {
+  at::Tensor g_idx = q.g_idx.to(q.codes.device(), at::kLong);
+  const int64_t in = g_idx.numel();
   const int64_t groups = q.scales.size(1);
-  at::Tensor g_idx = q.g_idx.to(at::kLong);
+  const int64_t size = groups == 1 ? in : q.group_size;
+  TORCH_CHECK(size > 0 && (in + size - 1) / size == groups, "g_idx: ", groups, " groups of ", size,
+              " columns do not cover ", in, " columns");
+  auto [group_of, columns] = at::sort(g_idx, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  if (g_idx.is_cpu()) {  // free here; on an accelerator reading it back would synchronise
+    TORCH_CHECK(at::equal(group_of, at::arange(in, g_idx.options()).div(size, "floor")),
+                "g_idx: every group must have group_size (", size, ") columns, the last the rest");
+  }
+  std::vector<at::Tensor> out(groups);
+  for (int64_t g = 0; g < groups; ++g) out[g] = columns.narrow(0, g * size, std::min(size, in - g * size));
+  return out;
+}
+
+at::Tensor RefineGroupScales(QuantizedLinear& q, const at::Tensor& target, const at::Tensor& hessian,
+                             int iterations) {
+  const at::TensorOptions f64 = target.options().dtype(at::kDouble);
+  at::Tensor h = hessian.to(f64);
+  const int64_t groups = q.scales.size(1);
+  at::Tensor g_idx = q.g_idx.to(q.codes.device(), at::kLong);
   // v = codes - zero of each column's group, float64 [out, in].
   at::Tensor v = q.codes.to(at::kDouble) - q.zeros.to(at::kDouble).index_select(1, g_idx);
   at::Tensor scales = q.scales.to(at::kDouble).clone();
   at::Tensor residual = target.to(at::kDouble) - scales.index_select(1, g_idx) * v;  // [out, in]
   at::Tensor hr = at::matmul(residual, h);  // (H r) per row, H symmetric
-  std::vector<at::Tensor> columns(groups);
-  for (int64_t g = 0; g < groups; ++g) columns[g] = (g_idx == g).nonzero().squeeze(1);
+  const std::vector<at::Tensor> columns = GroupColumns(q);
   for (int it = 0; it < iterations; ++it) {
-    for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t g = 0; g < groups; ++g) {  // all rows at once; groups in turn (coordinate descent)
       const at::Tensor& cols = columns[g];
-      if (cols.numel() == 0) continue;
       at::Tensor vg = v.index_select(1, cols);                                  // [out, |g|]
       at::Tensor h_gg = h.index_select(0, cols).index_select(1, cols);
       at::Tensor num = (vg * hr.index_select(1, cols)).sum(1);                  // v^T H r
@@ -43,66 +66,98 @@ double RefineGroupScales(QuantizedLinear& q, const at::Tensor& target, const at:
   }
   q.scales = scales.to(at::kFloat);
   q.weight = DequantizeLinear(q);
-  return LayerLoss(target, q.weight, hessian);
+  return LayerLossOnDevice(target, q.weight, hessian);
 }
 
-double RefineGroupScalesPerHead(QuantizedLinear& q, const at::Tensor& target,
-                                const std::vector<at::Tensor>& h_in_per_head, int iterations) {
+at::Tensor RefineGroupScalesPerHead(QuantizedLinear& q, const at::Tensor& target,
+                                    const std::vector<at::Tensor>& h_in_per_head, int iterations) {
   const int64_t heads = static_cast<int64_t>(h_in_per_head.size());
   const int64_t hd = q.weight.size(0) / heads;
-  double loss = 0;
+  // Heads apart: one batched matmul over heads would change the BLAS calls, and with them the bits.
+  at::Tensor loss = at::zeros({}, target.options().dtype(at::kDouble));
   for (int64_t h = 0; h < heads; ++h) {
     QuantizedLinear part = q;
     part.weight = q.weight.narrow(0, h * hd, hd).clone();
     part.codes = q.codes.narrow(0, h * hd, hd);
     part.scales = q.scales.narrow(0, h * hd, hd).clone();
     part.zeros = q.zeros.narrow(0, h * hd, hd);
-    loss += RefineGroupScales(part, target.narrow(0, h * hd, hd), h_in_per_head[h], iterations);
+    loss = loss + RefineGroupScales(part, target.narrow(0, h * hd, hd), h_in_per_head[h], iterations);
     q.scales.narrow(0, h * hd, hd).copy_(part.scales);
     q.weight.narrow(0, h * hd, hd).copy_(part.weight);
   }
   return loss;
 }
 
-double RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& target,
-                                  const at::Tensor& h_in, const std::vector<at::Tensor>& h_out,
-                                  int iterations) {
+at::Tensor RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& target,
+                                      const at::Tensor& h_in, const std::vector<at::Tensor>& h_out,
+                                      int iterations) {
   const int64_t heads = static_cast<int64_t>(h_out.size());
   const int64_t hd = q.weight.size(0) / heads;
-  at::Tensor hi = h_in.to(at::kDouble);
+  const at::TensorOptions f64 = target.options().dtype(at::kDouble);
+  at::Tensor hi = h_in.to(f64);
   const int64_t groups = q.scales.size(1);
-  at::Tensor g_idx = q.g_idx.to(at::kLong);
+  at::Tensor g_idx = q.g_idx.to(q.codes.device(), at::kLong);
   at::Tensor v = q.codes.to(at::kDouble) - q.zeros.to(at::kDouble).index_select(1, g_idx);
   at::Tensor scales = q.scales.to(at::kDouble).clone();
-  std::vector<at::Tensor> columns(groups), h_gg(groups), h_g(groups);
+  const std::vector<at::Tensor> columns = GroupColumns(q);
+  std::vector<at::Tensor> h_gg(groups), h_g(groups);
   for (int64_t g = 0; g < groups; ++g) {
-    columns[g] = (g_idx == g).nonzero().squeeze(1);
     h_g[g] = hi.index_select(0, columns[g]);                  // [|g|, in]
     h_gg[g] = h_g[g].index_select(1, columns[g]);             // [|g|, |g|]
   }
   at::Tensor t = target.to(at::kDouble);
-  for (int64_t h = 0; h < heads; ++h) {  // heads are independent
-    at::Tensor ho = h_out[h].to(at::kDouble);
+  const at::Tensor zero = at::zeros({}, f64);
+  // Each step's rank-one update is written here: a fresh [head_dim, in] tensor per step would cost
+  // an allocation (on the CPU with its page faults) every time.
+  const at::Tensor update = at::empty({hd, q.weight.size(1)}, f64);
+  // Heads are independent, but each stays its own sequence of small BLAS calls: batching heads (or
+  // rows) into one call would change the reductions and with them the bits of the result.
+  for (int64_t h = 0; h < heads; ++h) {
+    at::Tensor ho = h_out[h].to(f64);
     at::Tensor rows_v = v.narrow(0, h * hd, hd);
     at::Tensor rows_s = scales.narrow(0, h * hd, hd);
     at::Tensor residual = t.narrow(0, h * hd, hd) - rows_s.index_select(1, g_idx) * rows_v;
     at::Tensor grad = at::matmul(at::matmul(ho, residual), hi);  // H_out R H_in, [hd, in]
+    // What does not change with the scales, once per head instead of once per sweep: each group's
+    // v, the denominators H_out_rr v^T H_in_gg v, and where a step is possible at all.
+    std::vector<at::Tensor> v_cols(groups);
+    for (int64_t g = 0; g < groups; ++g) v_cols[g] = rows_v.index_select(1, columns[g]);  // [hd, |g|]
+    std::vector<at::Tensor> vhv;
+    vhv.reserve(hd * groups);
+    for (int64_t r = 0; r < hd; ++r) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const at::Tensor vg = v_cols[g].select(0, r);
+        vhv.push_back(at::dot(vg, at::mv(h_gg[g], vg)));
+      }
+    }
+    const at::Tensor h_rr = ho.diagonal();
+    const at::Tensor den = h_rr.unsqueeze(1) * at::stack(vhv).reshape({hd, groups});
+    const at::Tensor can_step = (h_rr > 0).unsqueeze(1) & (den > 0);  // [hd, groups]
     for (int it = 0; it < iterations; ++it) {
+      const bool last_sweep = it + 1 == iterations;
       for (int64_t r = 0; r < hd; ++r) {
-        const double h_rr = ho[r][r].item<double>();
-        if (h_rr <= 0) continue;
+        const at::Tensor grad_r = grad.select(0, r);  // a view: sees the updates below
+        // In the last sweep the rows already done never read grad again: update only rows r.. .
+        const int64_t first_row = last_sweep ? r : 0;
+        at::Tensor grad_rows = grad.narrow(0, first_row, hd - first_row);
+        const at::Tensor ho_r = ho.select(1, r).narrow(0, first_row, hd - first_row);
+        const at::Tensor den_r = den.select(0, r), can_step_r = can_step.select(0, r);
+        const at::Tensor s_r = rows_s.select(0, r);
         for (int64_t g = 0; g < groups; ++g) {
-          if (columns[g].numel() == 0) continue;
-          at::Tensor vg = rows_v[r].index_select(0, columns[g]);
-          const double num = at::dot(vg, grad[r].index_select(0, columns[g])).item<double>();
-          const double den = h_rr * at::dot(vg, at::mv(h_gg[g], vg)).item<double>();
-          if (!(den > 0)) continue;
-          const double old_s = rows_s[r][g].item<double>();
-          const double new_s = RoundScaleToFp16(static_cast<float>(old_s + num / den));
-          const double d = new_s - old_s;
-          if (!(-2 * d * num + d * d * den < 0)) continue;  // exact change of the rounded step
-          rows_s[r][g].fill_(new_s);
-          grad.sub_(d * at::outer(ho.select(1, r), at::matmul(vg, h_g[g])));
+          const at::Tensor vg = v_cols[g].select(0, r);
+          const at::Tensor den_rg = den_r.select(0, g);
+          at::Tensor old_s = s_r.select(0, g);  // a view, written last
+          const at::Tensor num = at::dot(vg, grad_r.index_select(0, columns[g]));
+          const at::Tensor new_s = RoundScalesToFp16(old_s + num / den_rg);
+          const at::Tensor d = new_s - old_s;
+          // The rounded step's exact change -2 d num + d^2 den is negative iff d^2 den < 2 d num
+          // (the same roundings; x - y < 0 iff x < y). A rejected step becomes a step of 0.
+          const at::Tensor take = can_step_r.select(0, g) & (d * d * den_rg < 2 * d * num);
+          old_s.copy_(at::where(take, new_s, old_s));
+          // Applied every step (a rejected one adds zeros): whether to skip is known on the device only.
+          at::Tensor u = update.narrow(0, 0, hd - first_row);
+          at::outer_out(u, ho_r, at::matmul(vg, h_g[g]));
+          grad_rows.sub_(u.mul_(at::where(take, d, zero)));
         }
       }
     }
@@ -110,10 +165,10 @@ double RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& target,
   q.scales = scales.to(at::kFloat);
   q.weight = DequantizeLinear(q);
   at::Tensor d = t - q.weight.to(at::kDouble);
-  double loss = 0;
+  at::Tensor loss = zero;
   for (int64_t h = 0; h < heads; ++h) {
     at::Tensor dh = d.narrow(0, h * hd, hd);
-    loss += (at::matmul(at::matmul(h_out[h].to(at::kDouble), dh), hi) * dh).sum().item<double>();
+    loss = loss + (at::matmul(at::matmul(h_out[h].to(f64), dh), hi) * dh).sum();
   }
   return loss;
 }

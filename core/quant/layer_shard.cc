@@ -27,12 +27,14 @@ std::pair<size_t, size_t> UnitsOfRank(size_t units, int rank, int size) {
 
 namespace {
 
-double SumHeads(const at::Tensor& target, const at::Tensor& q, const std::vector<at::Tensor>& h,
-                int64_t hd) {
-  double loss = 0;
+// Losses stay 0-dim float64 tensors on the layer's device until QuantizeUnits reads the report's
+// numbers back once, at its end; sums run in the order the host sums ran, so the bits are the same.
+at::Tensor SumHeads(const at::Tensor& target, const at::Tensor& q, const std::vector<at::Tensor>& h,
+                    int64_t hd) {
+  at::Tensor loss = at::zeros({}, target.options().dtype(at::kDouble));
   for (size_t i = 0; i < h.size(); ++i) {
     const int64_t r0 = static_cast<int64_t>(i) * hd;
-    loss += LayerLoss(target.narrow(0, r0, hd), q.narrow(0, r0, hd), h[i]);
+    loss = loss + LayerLossOnDevice(target.narrow(0, r0, hd), q.narrow(0, r0, hd), h[i]);
   }
   return loss;
 }
@@ -42,7 +44,7 @@ double SumHeads(const at::Tensor& target, const at::Tensor& q, const std::vector
 // the H-weighted loss of a row chunk). grids: nullptr, or the grids of these rows to reuse.
 struct Pass {
   QuantizedLinear q;
-  std::vector<double> objective;
+  std::vector<at::Tensor> objective;  // 0-dim, on the device
 };
 
 absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
@@ -68,8 +70,9 @@ absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
       RefineGroupScalesKronecker(pass.q, target, p.hessian, h_out, s.refine_iters);
     }
     for (size_t u = first; u < last; ++u) {
-      pass.objective.push_back(KroneckerLoss(unit_rows(target, u), unit_rows(pass.q.weight, u),
-                                             p.hessian, {h_out[u - first]}));
+      pass.objective.push_back(KroneckerLossOnDevice(unit_rows(target, u),
+                                                     unit_rows(pass.q.weight, u), p.hessian,
+                                                     {h_out[u - first]}));
     }
   } else if (!p.h_value.empty()) {
     std::vector<at::Tensor> h_v(p.h_value.begin() + h0, p.h_value.begin() + h0 + nh);
@@ -79,7 +82,7 @@ absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
     if (s.refine_iters > 0) RefineGroupScalesPerHead(pass.q, target, h_v, s.refine_iters);
     for (size_t u = first; u < last; ++u) {
       pass.objective.push_back(
-          LayerLoss(unit_rows(target, u), unit_rows(pass.q.weight, u), h_v[u - first]));
+          LayerLossOnDevice(unit_rows(target, u), unit_rows(pass.q.weight, u), h_v[u - first]));
     }
   } else {  // GPTQ: one factor, rows unit by unit
     std::vector<QuantizedLinear> parts;
@@ -90,8 +93,9 @@ absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
       PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
                            GptqQuantizeWithFactor(t, *factor, s.gptq, p.name,
                                                   grids != nullptr ? &unit_grids : nullptr));
-      pass.objective.push_back(s.refine_iters > 0 ? RefineGroupScales(q, t, p.hessian, s.refine_iters)
-                                                  : LayerLoss(t, q.weight, p.hessian));
+      pass.objective.push_back(s.refine_iters > 0
+                                   ? RefineGroupScales(q, t, p.hessian, s.refine_iters)
+                                   : LayerLossOnDevice(t, q.weight, p.hessian));
       parts.push_back(std::move(q));
     }
     pass.q = ConcatRows(parts);
@@ -110,7 +114,7 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
     at::Tensor w = p.weight.narrow(0, units[u].row0, units[u].rows);
     if (p.residual.defined()) {
       at::Tensor wd = w.to(at::kDouble);
-      w = (wd + at::matmul(wd, p.residual)).to(p.weight.scalar_type());
+      w = (wd + at::matmul(wd, p.residual.to(wd.options()))).to(p.weight.scalar_type());
     }
     target_parts.push_back(w);
   }
@@ -121,6 +125,8 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
   const int64_t hd = p.head_dim;
   const size_t h0 = static_cast<size_t>(r0 / std::max<int64_t>(hd, 1));
   const size_t nh = last - first;
+  const at::Tensor zero = at::zeros({}, target.options().dtype(at::kDouble));
+  at::Tensor loss = zero, base = zero, rtn_loss = zero;
   if (s.rtn) {
     out.q = RtnQuantize(target, s.gptq.grid, s.gptq.group_size);
   } else {
@@ -132,40 +138,48 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
     PTQ_ASSIGN_OR_RETURN(Pass best, QuantizePass(p, s, target, units, first, last, f, nullptr));
     // --requant-passes: quantize again on the refined grids of the best pass so far, so the integers
     // adapt to the scales stage 2 chose; each unit keeps the pass with its lowest objective, so its
-    // loss never rises. Decided unit by unit, so any number of workers gives the same rows.
+    // loss never rises. Decided unit by unit, so any number of workers gives the same rows; decided
+    // on the device (a pass that is not better is selected away), so nothing is read back.
     for (int k = 0; k < s.requant_passes; ++k) {
       const FixedGrids grids{best.q.scales, best.q.zeros, best.q.g_idx};
       PTQ_ASSIGN_OR_RETURN(Pass next, QuantizePass(p, s, target, units, first, last, f, &grids));
       for (size_t u = first; u < last; ++u) {
-        if (!(next.objective[u - first] < best.objective[u - first])) continue;
-        best.objective[u - first] = next.objective[u - first];
+        const size_t i = u - first;
+        const at::Tensor better = next.objective[i] < best.objective[i];
+        best.objective[i] = at::where(better, next.objective[i], best.objective[i]);
         const int64_t row = units[u].row0 - r0;
         for (at::Tensor QuantizedLinear::*field :
              {&QuantizedLinear::weight, &QuantizedLinear::codes, &QuantizedLinear::scales,
               &QuantizedLinear::zeros}) {
-          (best.q.*field).narrow(0, row, units[u].rows).copy_((next.q.*field).narrow(0, row, units[u].rows));
+          at::Tensor kept = (best.q.*field).narrow(0, row, units[u].rows);
+          kept.copy_(at::where(better, (next.q.*field).narrow(0, row, units[u].rows), kept));
         }
       }
     }
     out.q = std::move(best.q);
     if (kronecker) {
-      out.loss = LayerLoss(target, out.q.weight, p.hessian);  // the report compares with GPTQ's H_in
+      loss = LayerLossOnDevice(target, out.q.weight, p.hessian);  // the report compares with GPTQ's H_in
     } else {
-      for (double v : best.objective) out.loss += v;
+      for (const at::Tensor& v : best.objective) loss = loss + v;
     }
   }
-  out.q.loss = out.loss;
   if (p.hessian.defined()) {
     const QuantizedLinear rtn = RtnQuantize(target, s.gptq.grid, s.gptq.group_size);
     if (value_heads) {
       std::vector<at::Tensor> h_v(p.h_value.begin() + h0, p.h_value.begin() + h0 + nh);
-      out.base = SumHeads(target, at::zeros_like(target), h_v, hd);
-      out.rtn_loss = SumHeads(target, rtn.weight, h_v, hd);
+      base = SumHeads(target, at::zeros_like(target), h_v, hd);
+      rtn_loss = SumHeads(target, rtn.weight.to(target.device()), h_v, hd);
     } else {
-      out.base = LayerLoss(target, at::zeros_like(target), p.hessian);
-      out.rtn_loss = LayerLoss(target, rtn.weight, p.hessian);
+      base = LayerLossOnDevice(target, at::zeros_like(target), p.hessian);
+      rtn_loss = LayerLossOnDevice(target, rtn.weight.to(target.device()), p.hessian);
     }
   }
+  // The report's numbers: the layer's one read-back.
+  const at::Tensor numbers = at::stack({loss, base, rtn_loss}).to(at::kCPU);
+  out.loss = numbers[0].item<double>();
+  out.base = numbers[1].item<double>();
+  out.rtn_loss = numbers[2].item<double>();
+  out.q.loss = out.loss;
   return out;
 }
 
@@ -189,9 +203,9 @@ absl::StatusOr<QuantizedLayer> QuantizeLayer(const LayerProblem& p, const LayerS
     const int64_t g = s.gptq.group_size;
     const int64_t groups = (g > 0 && g < in) ? (in + g - 1) / g : 1;
     mine.q.weight = at::empty({0, in}, p.weight.options());
-    mine.q.codes = at::empty({0, in}, at::kByte);
-    mine.q.scales = at::empty({0, groups}, at::kFloat);
-    mine.q.zeros = at::empty({0, groups}, at::kFloat);
+    mine.q.codes = at::empty({0, in}, p.weight.options().dtype(at::kByte));
+    mine.q.scales = at::empty({0, groups}, p.weight.options().dtype(at::kFloat));
+    mine.q.zeros = at::empty({0, groups}, p.weight.options().dtype(at::kFloat));
     mine.q.bits = s.gptq.grid.bits;
     mine.q.sym = s.gptq.grid.sym;
   }
@@ -206,20 +220,27 @@ absl::StatusOr<QuantizedLayer> QuantizeLayer(const LayerProblem& p, const LayerS
   std::vector<int64_t> only_first(group.size(), 0);
   only_first[0] = in;
   at::Tensor g_idx = group.rank() == 0 ? mine.q.g_idx.to(at::kInt).contiguous()
-                                       : at::empty({0}, at::kInt);
+                                       : at::empty({0}, p.weight.options().dtype(at::kInt));
   PTQ_ASSIGN_OR_RETURN(all.q.g_idx, group.AllGatherRows(g_idx, only_first));
-  // Losses (the report, not the checkpoint): summed in rank order.
-  at::Tensor losses = at::tensor({mine.loss, mine.base, mine.rtn_loss, static_cast<double>(mine.q.group_size)},
-                                 at::kDouble).reshape({1, 4});
-  PTQ_ASSIGN_OR_RETURN(at::Tensor every,
+  // Losses (the report, not the checkpoint), summed in rank order. They are host numbers already
+  // (QuantizeUnits read them back); they travel on the layer's device, as the rows do, and come back
+  // to the host once.
+  at::Tensor losses =
+      at::tensor({mine.loss, mine.base, mine.rtn_loss, static_cast<double>(mine.q.group_size)},
+                 at::kDouble)
+          .reshape({1, 4})
+          .to(p.weight.device());
+  PTQ_ASSIGN_OR_RETURN(at::Tensor gathered,
                        group.AllGatherRows(losses, std::vector<int64_t>(group.size(), 1)));
+  const at::Tensor every = gathered.to(at::kCPU).contiguous();
+  const auto e = every.accessor<double, 2>();
   all.loss = all.base = all.rtn_loss = 0;
   for (int r = 0; r < group.size(); ++r) {
-    all.loss += every[r][0].item<double>();
-    all.base += every[r][1].item<double>();
-    all.rtn_loss += every[r][2].item<double>();
+    all.loss += e[r][0];
+    all.base += e[r][1];
+    all.rtn_loss += e[r][2];
   }
-  all.q.group_size = static_cast<int64_t>(every[0][3].item<double>());
+  all.q.group_size = static_cast<int64_t>(e[0][3]);
   all.q.loss = all.loss;
   return all;
 }

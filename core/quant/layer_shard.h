@@ -4,6 +4,10 @@
 // (residual target, GPTQ, BoA, scale refinement) runs unit by unit in every configuration, one
 // process included, so a row's result never depends on how many rows a BLAS call held: N workers
 // produce the one-process checkpoint bit for bit.
+// Device: rows are quantized on the weight's device; the losses stay there until the report's three
+// numbers are read back once per rank and layer (GPTQ, RTN and the Cholesky checks have host reads of
+// their own, in gptq_quantizer and rtn_quantizer). The all-gathers take tensors on that device, as
+// the backend wants them (Gloo: host memory, NCCL: CUDA); the gathered losses come back to the host.
 #pragma once
 
 #include <cstdint>

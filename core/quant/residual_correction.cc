@@ -8,7 +8,7 @@
 
 namespace ptq {
 
-CrossTermAccumulator::CrossTermAccumulator(int64_t dim, c10::Device device)
+CrossTermAccumulator::CrossTermAccumulator(int64_t dim, at::Device device)
     : sum_({dim, dim}, device) {}
 
 void CrossTermAccumulator::Add(const at::Tensor& x_fp, const at::Tensor& x_q) {
@@ -42,8 +42,8 @@ absl::StatusOr<at::Tensor> ResidualMatrix(const at::Tensor& hessian, const at::T
   diag.masked_fill_(diag == 0, 1.0);  // dead inputs, as GPTQ treats them (their D column is 0)
   // (H + damp)^-1 = U^T U with U upper: D H^-1 = (D U^T) U.
   PTQ_ASSIGN_OR_RETURN(at::Tensor u, InverseCholeskyUpper(h, damp, what));
-  u = u.to(at::kDouble);
-  return alpha * at::matmul(at::matmul(cross.to(at::kDouble), u.t()), u);
+  u = u.to(h.options());
+  return alpha * at::matmul(at::matmul(cross.to(u.options()), u.t()), u);
 }
 
 absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Tensor& hessian,
@@ -57,7 +57,7 @@ absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Te
   }
   PTQ_ASSIGN_OR_RETURN(at::Tensor r, ResidualMatrix(hessian, cross, alpha, damp, what));
   at::Tensor w = weight.to(at::kDouble);
-  return (w + at::matmul(w, r)).to(weight.scalar_type());
+  return (w + at::matmul(w, r.to(w.options()))).to(weight.scalar_type());
 }
 
 }  // namespace ptq

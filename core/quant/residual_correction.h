@@ -21,7 +21,8 @@ namespace ptq {
 // workers combine shards with one all-reduce and get the one-process bits.
 class CrossTermAccumulator {
  public:
-  explicit CrossTermAccumulator(int64_t dim, c10::Device device = c10::kCPU);
+  // The sum lives on `device` (terms are moved there); CPU by default, as HessianAccumulator's.
+  explicit CrossTermAccumulator(int64_t dim, at::Device device = at::kCPU);
   // x_fp, x_q: [..., dim], the same tokens through the full-precision and the partly quantized model.
   void Add(const at::Tensor& x_fp, const at::Tensor& x_q);
   void Merge(const CrossTermAccumulator& other);
@@ -36,8 +37,8 @@ class CrossTermAccumulator {
   int64_t count_ = 0;
 };
 
-// R = alpha D (H + damp)^-1, [in, in] float64, so that W' = W + W R (computed once per slot, applied
-// to row units). H is damped as GPTQ damps it (dead inputs get H_ii = 1; a Cholesky failure raises
+// R = alpha D (H + damp)^-1, [in, in] float64 on H's device, so that W' = W + W R (computed once per
+// slot, applied to row units). The damping's checks read back to the host (InverseCholeskyUpper). H is damped as GPTQ damps it (dead inputs get H_ii = 1; a Cholesky failure raises
 // the damping step by step).
 absl::StatusOr<at::Tensor> ResidualMatrix(const at::Tensor& hessian, const at::Tensor& cross,
                                           double alpha, double damp, const std::string& what);

@@ -191,7 +191,7 @@ TEST(GroupScaleOptimizerTest, RefinementNeverIncreasesTheLayerLoss) {
       QuantizedLinear refined = *q;
       double previous = q->loss;
       for (int it = 0; it < 3; ++it) {
-        double loss = RefineGroupScales(refined, w, h, 1);
+        double loss = RefineGroupScales(refined, w, h, 1).item<double>();
         EXPECT_LE(loss, previous * (1 + 1e-12)) << "seed " << seed << " sweep " << it;
         EXPECT_NEAR(loss, LayerLoss(w, refined.weight, h), 1e-9 * loss);
         previous = loss;
@@ -216,7 +216,7 @@ TEST(GroupScaleOptimizerTest, KroneckerRefinementNeverIncreasesItsLossAndReduces
     double previous = KroneckerLoss(w, q->weight, h_in, h_out);
     const double start = previous;
     for (int it = 0; it < 3; ++it) {
-      const double loss = RefineGroupScalesKronecker(refined, w, h_in, h_out, 1);
+      const double loss = RefineGroupScalesKronecker(refined, w, h_in, h_out, 1).item<double>();
       EXPECT_LE(loss, previous * (1 + 1e-12)) << "seed " << seed << " sweep " << it;
       EXPECT_NEAR(loss, KroneckerLoss(w, refined.weight, h_in, h_out), 1e-9 * loss);
       previous = loss;
