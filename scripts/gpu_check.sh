@@ -289,6 +289,9 @@ if [ -n "${TORCH_NCCL:-}" ]; then
     echo "NCCL from PyTorch's package: $nccl_h, $nccl_so"
   fi
 fi
+# CMake 4 refuses package configs that ask for policies older than 3.5; Debian 12's ask for ranges
+# whose upper end is recent, but be safe.
+export CMAKE_POLICY_VERSION_MINIMUM=3.5
 if have ccache; then
   cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
   export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=1
@@ -325,6 +328,32 @@ if [ "$MODE" = gpu ] && [ "$torch_cuda" != ON ]; then
   abort configure "PTQ_TORCH_CUDA is off: the Torch package has no c10_cuda target or C10_CUDA_LIBRARY (Torch_DIR=$torch_dir)"
 fi
 [ -z "$NVCC" ] || [ -n "$nccl_found" ] || echo "WARNING: the configure log does not say whether NCCL was found"
+# PyTorch ships fmt (and maybe nlohmann-json) headers of other versions in torch/include; spdlog was
+# built against the packaged fmt. Which fmt/format.h does a core translation unit see first?
+fmt_seen=$(python3 - "$BUILD/compile_commands.json" <<'PY'
+import json, os, shlex, sys
+cmds = json.load(open(sys.argv[1]))
+cmd = next(c for c in cmds if c["file"].endswith("core/stats/hessian_accumulator.cc"))
+args = shlex.split(cmd["command"])
+quote, system = [], []
+for i, a in enumerate(args):
+    for flag, bucket in (("-I", quote), ("-isystem", system)):
+        if a == flag and i + 1 < len(args):
+            bucket.append(args[i + 1])
+        elif a.startswith(flag) and len(a) > len(flag) and flag == "-I":
+            bucket.append(a[2:])
+for d in quote + system:  # gcc: every -I before every -isystem
+    if os.path.exists(os.path.join(d, "fmt", "format.h")):
+        print(d)
+        break
+PY
+)
+grep -q 'holds fmt/nlohmann headers' "$WORK/configure.log" && grep 'holds fmt/nlohmann headers' "$WORK/configure.log"
+echo "a core translation unit includes fmt from: ${fmt_seen:-nowhere}"
+case "$fmt_seen" in
+  "$PREFIX"/*) ;;
+  *) fail configure "spdlog's users would compile against ${fmt_seen:-no} fmt headers, not the packaged fmt spdlog was built with (libtorch's fmt first?)" ;;
+esac
 pass configure "Torch $torch_dir; PTQ_TORCH_CUDA=${torch_cuda:-OFF}; NCCL=${nccl_found:-OFF}; prefix packages:$from_prefix"
 
 # ---------------------------------------------------------------------------------------------
