@@ -1,14 +1,21 @@
-// GPU benchmark: GPTQ and TurboBoA-shaped work on one randomly initialised Llama-2-7B-shaped block
-// (hidden 4096, intermediate 11008, 32 heads of 128, N x 2048 calibration tokens, N = 128), built
-// from the kernels in kernels/ and ATen's CUDA GEMMs and Cholesky factorisations. Prints one JSON
-// object: seconds per phase and per layer, and the peak device memory in use. Compare it with
-// ../shared/bench/plain_gptq_block.py run in the same session (docs/gpu.md).
+// Block benchmark of our own quantizer code on one randomly initialised Llama-2-7B-shaped block
+// (hidden 4096, MLP 11008, N x 2048 calibration tokens, N = 128; layers q k v o gate up down), on
+// the CPU or a CUDA device, with the CUDA kernels on or off where one exists:
+//   statistics   HessianAccumulator::Add per batch of 8 windows (kernels off), or the deterministic
+//                XᵀX kernel (HessianAccumulateAten) into a float64 partial per batch, added to the
+//                accumulator's ExactSum (kernels on: how the accumulator would call it);
+//   GPTQ         per layer PrepareGptq, then GptqQuantizeWithFactor (kernels off) or the fused block
+//                kernel's column loop GptqColumnLoopAten (kernels on; min-max grids only).
+// As ../shared/bench/plain_gptq_block.py does, one 4096-wide H serves q k v o gate up and the
+// 11008-wide H of down is accumulated over 1/8 of the windows with its time scaled by 8. Grids as
+// the checkpoints have them: asymmetric zero >= 1 (min_zero 1). Prints one JSON object: seconds per
+// phase and per layer, and on CUDA the caching allocator's peak bytes per phase.
 //
-//   build-gpu/gpu_block_bench [--samples N] [--bits B] [--group G] [--boa-bits B] [--small]
+//   gpu_block_bench [--device cpu|cuda] [--kernels on|off] [--samples N] [--bits B] [--group G]
+//                   [--mse] [--act-order] [--small] [--layers q,k,...]
 //
-// --small shrinks the block (hidden 512, intermediate 1408, 4 heads, 8 x 256 tokens) for a quick
-// check that everything runs. Needs a CUDA build against a libtorch with CUDA; elsewhere it says why
-// and exits with status 2.
+// --small shrinks the block (hidden 512, MLP 1408, 8 x 256 tokens) for a check that everything
+// runs; the full block on the CPU takes hours. Exit status 2: bad flags or the device cannot run.
 #include <ATen/ATen.h>
 
 #include <chrono>
@@ -16,133 +23,131 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
-#if defined(PTQ_HAVE_CUDA)
-#include <cuda_runtime.h>
+#include "core/quant/gptq_quantizer.h"
+#include "core/stats/hessian_accumulator.h"
+#include "kernels/aten_kernels.h"
 
-#include "kernels/gptq_block.h"
-#include "kernels/gptq_pack.h"
-#include "kernels/hessian_accumulate.h"
+#if defined(PTQ_TORCH_CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace {
 
-struct Shape {
-  int64_t hidden = 4096, inter = 11008, heads = 32, head_dim = 128;
-  int64_t samples = 128, seq = 2048;
-  int bits = 4, boa_bits = 2;
+struct Config {
+  int64_t hidden = 4096, inter = 11008;
+  int64_t samples = 128, seq = 2048, batch_windows = 8, inter_fraction = 8;
+  int bits = 4;
   int64_t group = 128;
-  int64_t boa_rows = 16;  // TurboBoA's N rows quantized jointly per head
+  bool mse = false, act_order = false;
+  bool cuda = false, kernels = false;
+  std::set<std::string> layers = {"q", "k", "v", "o", "gate", "up", "down"};
 };
 
-#if defined(PTQ_HAVE_CUDA)
+[[noreturn]] void Die(const std::string& why, int code = 1) {
+  std::fprintf(stderr, "gpu_block_bench: %s\n", why.c_str());
+  std::exit(code);
+}
 
-double Now() {
-  cudaDeviceSynchronize();
+void Sync(const Config& c) {
+#if defined(PTQ_TORCH_CUDA)
+  if (c.cuda) c10::cuda::device_synchronize();
+#else
+  (void)c;
+#endif
+}
+
+double Now(const Config& c) {
+  Sync(c);
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Peak of (total - free) device memory seen at the sampling points: ATen's caching allocator's
-// reserve plus the CUDA context, so an upper bound on what the computation itself needed.
-struct MemoryPeak {
-  size_t peak = 0;
-  void Sample() {
-    size_t free = 0, total = 0;
-    if (cudaMemGetInfo(&free, &total) == cudaSuccess && total - free > peak) peak = total - free;
+// The caching allocator's peak of allocated and reserved bytes since the last Reset (CUDA only).
+struct Memory {
+  bool cuda = false;
+  void Reset() const {
+#if defined(PTQ_TORCH_CUDA)
+    if (cuda) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+#endif
+  }
+  // {allocated, reserved} peaks in GiB; {-1, -1} without CUDA.
+  std::pair<double, double> Peak() const {
+#if defined(PTQ_TORCH_CUDA)
+    if (cuda) {
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+      constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+      // Index 0 is StatType::AGGREGATE in every libtorch version.
+      return {static_cast<double>(stats.allocated_bytes[0].peak) / kGiB,
+              static_cast<double>(stats.reserved_bytes[0].peak) / kGiB};
+    }
+#endif
+    return {-1.0, -1.0};
   }
 };
-MemoryPeak g_mem;
 
-void Check(int err, const char* what) {
-  if (err != 0) {
-    std::fprintf(stderr, "%s failed: %s\n", what, cudaGetErrorString(static_cast<cudaError_t>(err)));
-    std::exit(1);
-  }
-}
-
-// H accumulated window by window with the deterministic kernel, then scaled to (2/n) X^T X.
-at::Tensor Hessian(const at::Tensor& x_bf16, int64_t windows, int64_t seq) {
-  const int64_t dim = x_bf16.size(1);
-  at::Tensor sum = at::zeros({dim, dim}, x_bf16.options().dtype(at::kDouble));
-  for (int64_t k = 0; k < windows; ++k) {
-    at::Tensor x = x_bf16.narrow(0, k * seq, seq).to(at::kFloat).contiguous();
-    Check(ptq::kernels::HessianAccumulateCuda(
-              {seq, dim, x.data_ptr<float>(), sum.data_ptr<double>()}, nullptr),
-          "HessianAccumulateCuda");
-  }
-  g_mem.Sample();
-  return sum * (2.0 / static_cast<double>(windows * seq));
-}
-
-// The upper Cholesky factor of (H + damp mean(diag H) I)^-1, in float64, returned as float32.
-at::Tensor FactorU(at::Tensor h, double damp = 0.01) {
-  h = h.clone();
-  at::Tensor dead = h.diagonal() == 0;
-  h.diagonal().masked_fill_(dead, 1.0);
-  h.diagonal().add_(damp * h.diagonal().mean());
-  at::Tensor l = at::linalg_cholesky(h, /*upper=*/false);
-  at::Tensor u = at::linalg_cholesky(at::cholesky_inverse(l, /*upper=*/false), /*upper=*/true);
-  return u.to(at::kFloat).contiguous();
-}
-
-struct GptqOut {
-  at::Tensor q, codes, scales, zeros;
-};
-
-// GPTQ of w's rows (in place: w ends compensated) with a prepared factor: one fused kernel launch per
-// lazy block of 128 columns, then one GEMM for the columns after it.
-GptqOut GptqRows(at::Tensor& w, const at::Tensor& u, int bits, int64_t group) {
-  const int64_t rows = w.size(0), cols = w.size(1), block = 128;
-  const int64_t g = group;
-  const int64_t groups = (cols + g - 1) / g;
-  GptqOut out;
-  out.q = at::empty_like(w);
-  out.codes = at::empty({rows, cols}, w.options().dtype(at::kByte));
-  out.scales = at::empty({rows, groups}, w.options());
-  out.zeros = at::empty({rows, groups}, w.options());
-  at::Tensor err = at::empty({rows, block}, w.options());
-  for (int64_t b0 = 0; b0 < cols; b0 += block) {
-    const int64_t count = std::min(block, cols - b0);
-    ptq::kernels::GptqBlockArgs a;
-    a.rows = rows;
-    a.count = count;
-    a.w = w.data_ptr<float>() + b0;
-    a.ldw = cols;
-    a.u = u.data_ptr<float>() + b0 * cols + b0;
-    a.ldu = cols;
-    a.q = out.q.data_ptr<float>() + b0;
-    a.codes = out.codes.data_ptr<uint8_t>() + b0;
-    a.ldq = cols;
-    a.err = err.data_ptr<float>();
-    a.lde = block;
-    // Blocks hold whole groups (main checks 128 % group == 0), so each grid is fitted in its block.
-    a.scales = out.scales.data_ptr<float>() + b0 / g;
-    a.zeros = out.zeros.data_ptr<float>() + b0 / g;
-    a.ldg = groups;
-    a.group_cols = g;
-    a.fit_grids = true;
-    a.bits = bits;
-    Check(ptq::kernels::GptqBlockCuda(a, nullptr), "GptqBlockCuda");
-    if (b0 + count < cols) {
-      at::Tensor rest = w.narrow(1, b0 + count, cols - b0 - count);
-      rest.addmm_(err.narrow(1, 0, count), u.narrow(0, b0, count).narrow(1, b0 + count, cols - b0 - count),
-                  /*beta=*/1.0, /*alpha=*/-1.0);
+// H of `windows` random windows of `dim` inputs, through HessianAccumulator, batch by batch.
+at::Tensor Statistics(const Config& c, int64_t dim, int64_t windows, const at::TensorOptions& dev) {
+  ptq::HessianAccumulator acc(dim);
+  const at::Tensor partial = c.kernels ? at::zeros({dim, dim}, dev.dtype(at::kDouble)) : at::Tensor();
+  for (int64_t w0 = 0; w0 < windows; w0 += c.batch_windows) {
+    const int64_t n = std::min(c.batch_windows, windows - w0);
+    // Activations arrive as bfloat16, as the block forward produces them on the GPU.
+    const at::Tensor x = at::randn({n, c.seq, dim}, dev.dtype(at::kBFloat16));
+    if (c.kernels) {
+      partial.zero_();
+      if (auto s = ptq::kernels::HessianAccumulateAten(x, partial); !s.ok()) Die(s.ToString());
+      acc.sum().Add(partial);
+      acc.count() += n * c.seq;
+    } else {
+      acc.Add(x);
     }
   }
-  return out;
+  return acc.Hessian();
 }
 
-// qweight: codes [out, in] packed along the input dimension.
-at::Tensor Pack(const at::Tensor& codes, int bits) {
-  at::Tensor kn = codes.t().contiguous();  // [in, out]
-  at::Tensor packed = at::empty({kn.size(0) * bits / 32, kn.size(1)}, codes.options().dtype(at::kInt));
-  Check(ptq::kernels::GptqPackCuda({kn.size(0), kn.size(1), kn.data_ptr<uint8_t>(), bits,
-                                    packed.data_ptr<int32_t>()},
-                                   nullptr),
-        "GptqPackCuda");
-  return packed;
+struct LayerTimes {
+  double prepare = 0, loop = 0;
+};
+
+// One layer: PrepareGptq, then the column loop (ours, or the kernel's).
+LayerTimes QuantizeLayer(const Config& c, const std::string& name, int64_t rows, const at::Tensor& h,
+                         const at::TensorOptions& dev) {
+  const at::Tensor weight = at::randn({rows, h.size(0)}, dev.dtype(at::kFloat)) * 0.02;
+  ptq::GptqOptions o;
+  o.grid.bits = c.bits;
+  o.grid.min_zero = 1;  // as GPTQ checkpoints store zeros
+  o.grid.mse = c.mse;
+  o.group_size = c.group;
+  o.act_order = c.act_order;
+  LayerTimes t;
+  double t0 = Now(c);
+  auto factor = ptq::PrepareGptq(h, o, name);
+  if (!factor.ok()) Die(factor.status().ToString());
+  t.prepare = Now(c) - t0;
+  t0 = Now(c);
+  if (c.kernels) {
+    // What GptqQuantizeWithFactor does around its loop, with the kernel's loop inside.
+    at::Tensor w = weight.clone();
+    w.masked_fill_(factor->dead.to(w.device()).unsqueeze(0), 0.0f);
+    if (c.act_order) w = w.index_select(1, factor->perm.to(w.device()));
+    ptq::kernels::GptqBlockSettings s;
+    s.group_cols = c.group;
+    s.bits = c.bits;
+    s.min_zero = 1;
+    const int64_t block = c.group <= 128 ? c.group * (128 / c.group) : c.group;
+    auto q = ptq::kernels::GptqColumnLoopAten(w, factor->u.to(w.device()), block, s);
+    if (!q.ok()) Die(q.status().ToString());
+  } else {
+    auto q = ptq::GptqQuantizeWithFactor(weight, *factor, o, name);
+    if (!q.ok()) Die(q.status().ToString());
+  }
+  t.loop = Now(c) - t0;
+  return t;
 }
 
 std::string Json(const std::map<std::string, double>& m) {
@@ -155,198 +160,144 @@ std::string Json(const std::map<std::string, double>& m) {
   return s + "}";
 }
 
-int Run(const Shape& s) {
-  if (!at::hasCUDA()) {
-    std::fprintf(stderr, "gpu_block_bench: this libtorch has no CUDA (Debian's libtorch is CPU-only); "
-                         "build against PyTorch's libtorch on the GPU machine (docs/gpu.md)\n");
-    return 2;
-  }
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::fprintf(stderr, "gpu_block_bench: no CUDA device\n");
-    return 2;
-  }
-  cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
-  const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kFloat);
+int Run(const Config& c) {
+  const at::TensorOptions dev = at::TensorOptions().device(c.cuda ? at::Device(at::kCUDA, 0) : at::kCPU);
+  const Memory mem{c.cuda};
   at::manual_seed(0);
-  std::map<std::string, double> top;
+  std::map<std::string, double> phases;
   std::map<std::string, std::map<std::string, double>> per_layer;
 
-  // Statistics. The attention input's H from all windows; the down projection's from 1/8 of them,
-  // its time scaled by 8, as plain_gptq_block.py does.
-  const int64_t windows = s.samples;
-  at::Tensor x = at::randn({windows * s.seq, s.hidden}, cuda.dtype(at::kBFloat16));
-  double t = Now();
-  at::Tensor h_in = Hessian(x, windows, s.seq);
-  top["hessian_hidden_s"] = Now() - t;
-  x = at::Tensor();
-  const int64_t windows8 = std::max<int64_t>(1, windows / 8);
-  at::Tensor m = at::randn({windows8 * s.seq, s.inter}, cuda.dtype(at::kBFloat16));
-  t = Now();
-  at::Tensor h_mlp = Hessian(m, windows8, s.seq);
-  top["hessian_inter_s_x8"] = (Now() - t) * static_cast<double>(windows) / static_cast<double>(windows8);
-  m = at::Tensor();
-  // The same statistics as one float32 GEMM per window (what the plain PyTorch code does), for scale.
+  // Warm-up: kernel loading, cuBLAS/cuSOLVER handles, the allocator's first blocks.
   {
-    at::Tensor xs = at::randn({s.seq, s.hidden}, cuda);
-    at::Tensor hs = at::zeros({s.hidden, s.hidden}, cuda);
-    t = Now();
-    for (int64_t k = 0; k < windows; ++k) hs.addmm_(xs.t(), xs);
-    top["hessian_hidden_aten_fp32_gemm_s"] = Now() - t;
+    Config small = c;
+    small.seq = 64;
+    Statistics(small, 256, 1, dev);
+    QuantizeLayer(c, "warm-up", 256, at::eye(256, dev.dtype(at::kDouble)), dev);
   }
+  mem.Reset();
+  double t = Now(c);
+  const at::Tensor h_hidden = Statistics(c, c.hidden, c.samples, dev);
+  phases["hessian_hidden_s"] = Now(c) - t;
+  phases["hessian_hidden_peak_allocated_gib"] = mem.Peak().first;
+  const bool want_down = c.layers.count("down") > 0;
+  at::Tensor h_inter;
+  if (want_down) {
+    mem.Reset();
+    const int64_t windows = std::max<int64_t>(1, c.samples / c.inter_fraction);
+    t = Now(c);
+    h_inter = Statistics(c, c.inter, windows, dev);
+    phases["hessian_inter_s_scaled"] =
+        (Now(c) - t) * static_cast<double>(c.samples) / static_cast<double>(windows);
+    phases["hessian_inter_peak_allocated_gib"] = mem.Peak().first;
+  }
+  // The accumulator keeps its sums on the CPU; the quantizer gets H where the weights are.
+  const at::Tensor h_hidden_dev = h_hidden.to(dev.device());
+  const at::Tensor h_inter_dev = want_down ? h_inter.to(dev.device()) : at::Tensor();
 
   struct Layer {
     const char* name;
-    int64_t rows, cols;
-    const at::Tensor* h;
+    int64_t rows;
+    bool inter_input;
   };
-  const int64_t attn = s.heads * s.head_dim;
-  const std::vector<Layer> layers = {{"q", attn, s.hidden, &h_in},   {"k", attn, s.hidden, &h_in},
-                                     {"v", attn, s.hidden, &h_in},   {"o", s.hidden, attn, &h_in},
-                                     {"gate", s.inter, s.hidden, &h_in}, {"up", s.inter, s.hidden, &h_in},
-                                     {"down", s.hidden, s.inter, &h_mlp}};
-
-  // GPTQ: factor once per distinct H (q, k, v, gate, up share the attention/MLP input's), as a
-  // pipeline does; the factorisations are timed as their own phase.
-  t = Now();
-  at::Tensor u_in = FactorU(h_in);
-  at::Tensor u_mlp = FactorU(h_mlp);
-  top["gptq_factor_s"] = Now() - t;
-  {
-    // Warm-up: cuBLAS/cuSOLVER handles and kernel loading.
-    at::Tensor w = at::randn({256, 256}, cuda);
-    GptqRows(w, FactorU(at::eye(256, cuda.dtype(at::kDouble))), s.bits, s.group);
-  }
-  double gptq_total = top["gptq_factor_s"];
+  const std::vector<Layer> layers = {{"q", c.hidden, false},   {"k", c.hidden, false},
+                                     {"v", c.hidden, false},   {"o", c.hidden, false},
+                                     {"gate", c.inter, false}, {"up", c.inter, false},
+                                     {"down", c.hidden, true}};
+  double prepare = 0, loop = 0;
+  mem.Reset();
   for (const Layer& l : layers) {
-    at::Tensor w = at::randn({l.rows, l.cols}, cuda) * 0.02;
-    const at::Tensor& u = l.h == &h_mlp ? u_mlp : u_in;
-    t = Now();
-    GptqOut q = GptqRows(w, u, s.bits, s.group);
-    const double loop = Now() - t;
-    t = Now();
-    at::Tensor packed = Pack(q.codes, s.bits);
-    const double pack = Now() - t;
-    per_layer["gptq_column_loop_s"][l.name] = loop;
-    per_layer["gptq_pack_s"][l.name] = pack;
-    gptq_total += loop + pack;
-    g_mem.Sample();
+    if (c.layers.count(l.name) == 0) continue;
+    const LayerTimes lt = QuantizeLayer(c, l.name, l.rows, l.inter_input ? h_inter_dev : h_hidden_dev, dev);
+    per_layer["prepare_gptq_s"][l.name] = lt.prepare;
+    per_layer["column_loop_s"][l.name] = lt.loop;
+    prepare += lt.prepare;
+    loop += lt.loop;
   }
-  top["gptq_block_s"] = gptq_total;
-  top["gptq_block_with_statistics_s"] =
-      gptq_total + top["hessian_hidden_s"] + top["hessian_inter_s_x8"];
+  phases["prepare_gptq_s"] = prepare;
+  phases["column_loop_s"] = loop;
+  phases["gptq_peak_allocated_gib"] = mem.Peak().first;
+  phases["gptq_peak_reserved_gib"] = mem.Peak().second;
+  phases["gptq_block_s"] = prepare + loop;
+  phases["gptq_block_with_statistics_s"] =
+      prepare + loop + phases["hessian_hidden_s"] + phases["hessian_inter_s_scaled"];
 
-  // TurboBoA-shaped work at boa_bits: for q and k, each head's rows are taken boa_rows at a time
-  // (all heads' row blocks together in one GPTQ pass over the shared H_in), and after each step the
-  // head's remaining rows absorb the step's error through the head's output factor (a batched GEMM).
-  // v additionally has one H_in per head (BoA's "block_v"): one factorisation and GPTQ pass per head.
-  // o and the MLP are GPTQ with H_out = I.
-  t = Now();
-  at::Tensor hout = at::randn({s.heads, s.head_dim, 2 * s.head_dim}, cuda.dtype(at::kDouble));
-  hout = at::matmul(hout, hout.transpose(1, 2)) / static_cast<double>(2 * s.head_dim);
-  hout.diagonal(0, 1, 2).add_(0.01);
-  at::Tensor u_out =
-      at::linalg_cholesky(at::cholesky_inverse(at::linalg_cholesky(hout, false), false), true)
-          .to(at::kFloat);
-  top["boa_head_factor_s"] = Now() - t;
-  double boa_total = top["gptq_factor_s"] + top["boa_head_factor_s"];
+  std::string names;
   for (const Layer& l : layers) {
-    at::Tensor w = at::randn({l.rows, l.cols}, cuda) * 0.02;
-    const std::string name = l.name;
-    t = Now();
-    if (name == "q" || name == "k" || name == "v") {
-      at::Tensor wh = w.view({s.heads, s.head_dim, l.cols});
-      std::vector<at::Tensor> u_v;  // v: one H_in per head (random here; the cost is the point)
-      if (name == "v") {
-        for (int64_t h = 0; h < s.heads; ++h) {
-          at::Tensor hh = h_in.clone();
-          hh.diagonal().add_(1e-3 * static_cast<double>(h + 1));
-          u_v.push_back(FactorU(hh));
-        }
-      }
-      for (int64_t r1 = 0; r1 < s.head_dim; r1 += s.boa_rows) {
-        const int64_t n = std::min(s.boa_rows, s.head_dim - r1);
-        at::Tensor rows = wh.narrow(1, r1, n).reshape({s.heads * n, l.cols}).contiguous();
-        at::Tensor orig = rows.clone();
-        at::Tensor qrows;
-        if (name == "v") {
-          qrows = at::empty_like(rows);
-          for (int64_t h = 0; h < s.heads; ++h) {
-            at::Tensor part = rows.narrow(0, h * n, n);  // contiguous: whole rows
-            qrows.narrow(0, h * n, n).copy_(GptqRows(part, u_v[h], s.boa_bits, s.group).q);
-          }
-        } else {
-          qrows = GptqRows(rows, u_in, s.boa_bits, s.group).q;
-        }
-        wh.narrow(1, r1, n).copy_(qrows.view({s.heads, n, l.cols}));
-        if (r1 + n < s.head_dim) {
-          // W_{r2:} -= U_out^T[r2:, r1:r2] (U_out[r1:r2, r1:r2])^-T E, E = W_rows - Q_rows, per head.
-          at::Tensor e = (orig - qrows).view({s.heads, n, l.cols});
-          at::Tensor ub = u_out.narrow(1, r1, n).narrow(2, r1, n);               // [heads, n, n]
-          at::Tensor ur = u_out.narrow(1, r1, n).narrow(2, r1 + n, s.head_dim - r1 - n);  // [heads, n, rest]
-          at::Tensor solved = at::linalg_solve_triangular(ub.transpose(1, 2), e, /*upper=*/false);
-          wh.narrow(1, r1 + n, s.head_dim - r1 - n).sub_(at::matmul(ur.transpose(1, 2), solved));
-        }
-      }
-    } else {
-      GptqRows(w, l.h == &h_mlp ? u_mlp : u_in, s.boa_bits, s.group);
-    }
-    per_layer["turboboa_s"][l.name] = Now() - t;
-    boa_total += per_layer["turboboa_s"][l.name];
-    g_mem.Sample();
+    if (c.layers.count(l.name)) names += std::string(names.empty() ? "" : ",") + l.name;
   }
-  top["turboboa_block_s"] = boa_total;
-  top["turboboa_over_gptq"] = boa_total / gptq_total;
-  top["peak_device_used_gib"] = static_cast<double>(g_mem.peak) / (1u << 30);
-  top["projected_llama2_7b_32_blocks_gptq_s_without_forwards"] =
-      32 * top["gptq_block_with_statistics_s"];
-
-  std::printf("{\"device\": \"%s\", \"tokens\": %lld, \"bits\": %d, \"group\": %lld, "
-              "\"boa_bits\": %d, \"boa_rows\": %lld,\n \"phases\": %s",
-              prop.name, static_cast<long long>(windows * s.seq), s.bits,
-              static_cast<long long>(s.group), s.boa_bits, static_cast<long long>(s.boa_rows),
-              Json(top).c_str());
+  std::printf("{\"device\": \"%s\", \"kernels\": %s, \"hidden\": %lld, \"inter\": %lld, "
+              "\"tokens\": %lld, \"bits\": %d, \"group\": %lld, \"mse\": %s, \"act_order\": %s, "
+              "\"min_zero\": 1, \"layers\": \"%s\",\n \"phases\": %s",
+              c.cuda ? "cuda" : "cpu", c.kernels ? "true" : "false", static_cast<long long>(c.hidden),
+              static_cast<long long>(c.inter), static_cast<long long>(c.samples * c.seq), c.bits,
+              static_cast<long long>(c.group), c.mse ? "true" : "false",
+              c.act_order ? "true" : "false", names.c_str(), Json(phases).c_str());
   for (const auto& [k, v] : per_layer) std::printf(",\n \"%s\": %s", k.c_str(), Json(v).c_str());
   std::printf("}\n");
   return 0;
 }
 
-#endif  // PTQ_HAVE_CUDA
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  Shape s;
+  Config c;
+  const char* usage =
+      "usage: gpu_block_bench [--device cpu|cuda] [--kernels on|off] [--samples N] [--bits B] "
+      "[--group G] [--mse] [--act-order] [--small] [--layers q,k,v,o,gate,up,down]";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto next = [&]() -> int64_t {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return std::atoll(argv[++i]);
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) Die(a + " needs a value\n" + usage, 2);
+      return argv[++i];
     };
-    if (a == "--samples") s.samples = next();
-    else if (a == "--bits") s.bits = static_cast<int>(next());
-    else if (a == "--boa-bits") s.boa_bits = static_cast<int>(next());
-    else if (a == "--group") s.group = next();
-    else if (a == "--small") { s.hidden = 512; s.inter = 1408; s.heads = 4; s.samples = 8; s.seq = 256; }
-    else {
-      std::fprintf(stderr, "usage: %s [--samples N] [--bits B] [--group G] [--boa-bits B] [--small]\n",
-                   argv[0]);
-      return 2;
+    if (a == "--device") {
+      const std::string d = value();
+      if (d != "cpu" && d != "cuda") Die("--device is cpu or cuda", 2);
+      c.cuda = d == "cuda";
+    } else if (a == "--kernels") {
+      const std::string k = value();
+      if (k != "on" && k != "off") Die("--kernels is on or off", 2);
+      c.kernels = k == "on";
+    } else if (a == "--samples") {
+      c.samples = std::atoll(value().c_str());
+    } else if (a == "--bits") {
+      c.bits = std::atoi(value().c_str());
+    } else if (a == "--group") {
+      c.group = std::atoll(value().c_str());
+    } else if (a == "--mse") {
+      c.mse = true;
+    } else if (a == "--act-order") {
+      c.act_order = true;
+    } else if (a == "--small") {
+      c.hidden = 512;
+      c.inter = 1408;
+      c.samples = 8;
+      c.seq = 256;
+    } else if (a == "--layers") {
+      c.layers.clear();
+      std::stringstream ss(value());
+      for (std::string name; std::getline(ss, name, ',');) c.layers.insert(name);
+    } else {
+      Die(usage, 2);
     }
   }
-  if (s.group < 1 || 128 % s.group != 0) {
-    std::fprintf(stderr, "--group must divide the lazy block of 128 columns\n");
-    return 2;
+  if (c.samples < 1 || c.bits < 2 || c.bits > 8) Die("--samples >= 1, --bits 2..8", 2);
+  if (c.kernels) {
+    // The block kernel fits min-max grids at group starts: the MSE search and per-row grids are
+    // GptqQuantizeWithFactor's alone.
+    if (c.mse) Die("--kernels on: the block kernel has no MSE grid search; use --kernels off", 2);
+    if (c.group < 1 || c.group > 256 || (c.group < 128 && 128 % c.group != 0)) {
+      Die("--kernels on needs groups of 1..256 columns that tile the 128-column lazy block", 2);
+    }
   }
-#if defined(PTQ_HAVE_CUDA)
-  return Run(s);
-#else
-  (void)s;
-  std::fprintf(stderr, "gpu_block_bench: built without CUDA (no toolkit found, or -DPTQ_WITH_CUDA=OFF)\n");
-  return 2;
-#endif
+  if (c.cuda) {
+    if (const std::string why = ptq::kernels::CudaKernelsUnavailableReason(); !why.empty()) {
+      // Only the kernels need our CUDA build; ATen alone needs a libtorch that sees a device.
+      if (c.kernels || !at::hasCUDA()) Die("--device cuda: " + why, 2);
+    }
+  } else if (c.kernels) {
+    std::fprintf(stderr, "gpu_block_bench: --kernels on with --device cpu runs the kernels' CPU "
+                         "references (a correctness path, not an accelerator)\n");
+  }
+  return Run(c);
 }

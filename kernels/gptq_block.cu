@@ -5,6 +5,7 @@
 // GptqBlockRef's bits.
 #include <cuda_runtime.h>
 
+#include "kernels/cuda_status.h"
 #include "kernels/gptq_block.h"
 #include "kernels/grid_fit.h"
 
@@ -65,17 +66,17 @@ __global__ void GptqBlockKernel(GptqBlockArgs a, int64_t gc) {
 
 }  // namespace
 
-int GptqBlockCuda(const GptqBlockArgs& a, void* stream) {
-  if (GptqBlockArgsError(a) != nullptr) return static_cast<int>(cudaErrorInvalidValue);
-  if (a.rows == 0) return 0;
+absl::Status GptqBlockCuda(const GptqBlockArgs& a, CudaStream stream) {
+  if (const char* e = GptqBlockArgsError(a)) return BadArguments("GptqBlockCuda", e);
+  if (a.rows == 0) return absl::OkStatus();
   const int64_t gc = a.group_cols > 0 ? (a.group_cols < a.count ? a.group_cols : a.count) : a.count;
   // One warp per CTA: a 4096-row layer spreads over 128 CTAs (about one per H100 SM) instead of 64,
   // and a CTA holds at most 32 x 256 floats (32 KiB) of shared memory.
   const int threads = 32;
   const size_t smem = static_cast<size_t>(threads) * a.count * sizeof(float);
   const unsigned blocks = static_cast<unsigned>((a.rows + threads - 1) / threads);
-  GptqBlockKernel<<<blocks, threads, smem, static_cast<cudaStream_t>(stream)>>>(a, gc);
-  return static_cast<int>(cudaGetLastError());
+  GptqBlockKernel<<<blocks, threads, smem, stream>>>(a, gc);
+  return LaunchStatus("GptqBlockCuda");
 }
 
 }  // namespace ptq::kernels

@@ -5,9 +5,11 @@
 // the lazy update of the columns after the block, W[:, b1:] -= E U[b0:b1, b1:], as one GEMM.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/cuda_stream.h"
 
 namespace ptq::kernels {
 
@@ -42,15 +44,31 @@ struct GptqBlockArgs {
   bool fp16_scales = true;    // round fitted scales to float16, as the checkpoint stores them
 };
 
-// nullptr when the arguments are consistent, else what is wrong.
-const char* GptqBlockArgsError(const GptqBlockArgs& args);
+// nullptr when the arguments are consistent, else what is wrong. Inline so the CUDA launcher's
+// library needs no other part of kernels/.
+inline const char* GptqBlockArgsError(const GptqBlockArgs& a) {
+  if (a.rows < 0) return "rows < 0";
+  if (a.count < 1 || a.count > kGptqMaxBlockColumns) return "block columns outside 1..256";
+  if (a.bits < 1 || a.bits > 8) return "bits outside 1..8";
+  if (a.w == nullptr || a.u == nullptr || a.q == nullptr || a.err == nullptr || a.scales == nullptr ||
+      a.zeros == nullptr) {
+    return "a required pointer is null";
+  }
+  const int64_t gc = a.group_cols > 0 ? std::min(a.group_cols, a.count) : a.count;
+  const int64_t groups = (a.count + gc - 1) / gc;
+  if (a.ldw < a.count || a.ldu < a.count || a.ldq < a.count || a.lde < a.count || a.ldg < groups) {
+    return "a leading dimension is smaller than the block";
+  }
+  return nullptr;
+}
 
 // CPU reference: the same arithmetic, in the same order, as core/quant/gptq_quantizer.cc's column loop.
 absl::Status GptqBlockRef(const GptqBlockArgs& args);
 
-// CUDA version on device pointers, launched on `stream` (a cudaStream_t; null: the default stream).
-// Returns a cudaError_t (0: success; cudaErrorInvalidValue for inconsistent arguments). Defined only
-// where the project was built with CUDA (PTQ_HAVE_CUDA).
-int GptqBlockCuda(const GptqBlockArgs& args, void* stream);
+// CUDA version on device pointers, launched on `stream`. InvalidArgument for inconsistent
+// arguments, Internal with CUDA's error name when the launch fails. Asynchronous: the results are
+// ready once `stream` gets there. Defined only where the project was built with CUDA
+// (PTQ_HAVE_CUDA).
+absl::Status GptqBlockCuda(const GptqBlockArgs& args, CudaStream stream);
 
 }  // namespace ptq::kernels

@@ -8,22 +8,6 @@
 
 namespace ptq::kernels {
 
-const char* GptqBlockArgsError(const GptqBlockArgs& a) {
-  if (a.rows < 0) return "rows < 0";
-  if (a.count < 1 || a.count > kGptqMaxBlockColumns) return "block columns outside 1..256";
-  if (a.bits < 1 || a.bits > 8) return "bits outside 1..8";
-  if (a.w == nullptr || a.u == nullptr || a.q == nullptr || a.err == nullptr || a.scales == nullptr ||
-      a.zeros == nullptr) {
-    return "a required pointer is null";
-  }
-  const int64_t gc = a.group_cols > 0 ? std::min(a.group_cols, a.count) : a.count;
-  const int64_t groups = (a.count + gc - 1) / gc;
-  if (a.ldw < a.count || a.ldu < a.count || a.ldq < a.count || a.lde < a.count || a.ldg < groups) {
-    return "a leading dimension is smaller than the block";
-  }
-  return nullptr;
-}
-
 absl::Status GptqBlockRef(const GptqBlockArgs& a) {
   if (const char* e = GptqBlockArgsError(a)) {
     return absl::InvalidArgumentError(std::string("GptqBlockRef: ") + e);

@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include "kernels/cuda_status.h"
 #include "kernels/gptq_pack.h"
 
 namespace ptq::kernels {
@@ -34,15 +35,15 @@ __global__ void GptqPackKernel(GptqPackArgs a) {
 
 }  // namespace
 
-int GptqPackCuda(const GptqPackArgs& a, void* stream) {
-  if (GptqPackArgsError(a) != nullptr) return static_cast<int>(cudaErrorInvalidValue);
+absl::Status GptqPackCuda(const GptqPackArgs& a, CudaStream stream) {
+  if (const char* e = GptqPackArgsError(a)) return BadArguments("GptqPackCuda", e);
   const int64_t n = (a.rows + 31) / 32 * a.cols;
-  if (n == 0) return 0;
+  if (n == 0) return absl::OkStatus();
   const int threads = 256;
   const int64_t want = (n + threads - 1) / threads;
   const unsigned blocks = static_cast<unsigned>(want < 65536 ? want : 65536);
-  GptqPackKernel<<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(a);
-  return static_cast<int>(cudaGetLastError());
+  GptqPackKernel<<<blocks, threads, 0, stream>>>(a);
+  return LaunchStatus("GptqPackCuda");
 }
 
 }  // namespace ptq::kernels

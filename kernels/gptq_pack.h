@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/cuda_stream.h"
 
 namespace ptq::kernels {
 
@@ -17,13 +18,21 @@ struct GptqPackArgs {
   int32_t* packed = nullptr;      // [rows * bits / 32, cols] out
 };
 
-const char* GptqPackArgsError(const GptqPackArgs& args);
+inline const char* GptqPackArgsError(const GptqPackArgs& a) {
+  if (a.rows < 0 || a.cols < 0) return "negative size";
+  // common/gptq_format's SupportedBits, spelled out so the CUDA library does not need common/.
+  if (a.bits != 2 && a.bits != 3 && a.bits != 4 && a.bits != 8) return "bits must be 2, 3, 4 or 8";
+  if ((a.rows * a.bits) % 32 != 0) return "rows * bits is not a multiple of 32";
+  if (a.rows * a.cols > 0 && (a.codes == nullptr || a.packed == nullptr)) return "null pointer";
+  return nullptr;
+}
 
 // The reference is common/gptq_format's PackRows (what the checkpoint writer uses).
 absl::Status GptqPackRef(const GptqPackArgs& args);
 
 // CUDA: one thread per 32 codes of a column (b words), consecutive threads on consecutive columns.
-// Codes are masked to b bits. Returns a cudaError_t (0: success). Only with PTQ_HAVE_CUDA.
-int GptqPackCuda(const GptqPackArgs& args, void* stream);
+// Codes are masked to b bits. Launched on `stream`; InvalidArgument or Internal (launch failure).
+// Only with PTQ_HAVE_CUDA.
+absl::Status GptqPackCuda(const GptqPackArgs& args, CudaStream stream);
 
 }  // namespace ptq::kernels

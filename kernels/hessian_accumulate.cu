@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include "kernels/cuda_status.h"
 #include "kernels/hessian_accumulate.h"
 
 namespace ptq::kernels {
@@ -56,12 +57,13 @@ __global__ void HessianKernel(HessianAccumulateArgs a) {
 
 }  // namespace
 
-int HessianAccumulateCuda(const HessianAccumulateArgs& a, void* stream) {
-  if (HessianAccumulateArgsError(a) != nullptr) return static_cast<int>(cudaErrorInvalidValue);
-  if (a.dim == 0 || a.tokens == 0) return 0;
+absl::Status HessianAccumulateCuda(const HessianAccumulateArgs& a, CudaStream stream) {
+  if (const char* e = HessianAccumulateArgsError(a)) return BadArguments("HessianAccumulateCuda", e);
+  if (a.dim == 0 || a.tokens == 0) return absl::OkStatus();
   const unsigned tiles = static_cast<unsigned>((a.dim + kTile - 1) / kTile);
-  HessianKernel<<<dim3(tiles, tiles), 256, 0, static_cast<cudaStream_t>(stream)>>>(a);
-  return static_cast<int>(cudaGetLastError());
+  if (tiles > 65535) return BadArguments("HessianAccumulateCuda", "dim above 65535 * 64");
+  HessianKernel<<<dim3(tiles, tiles), 256, 0, stream>>>(a);
+  return LaunchStatus("HessianAccumulateCuda");
 }
 
 }  // namespace ptq::kernels

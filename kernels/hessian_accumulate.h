@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/cuda_stream.h"
 
 namespace ptq::kernels {
 
@@ -20,13 +21,17 @@ struct HessianAccumulateArgs {
   double* sum = nullptr;     // [dim, dim] row-major, accumulated into (symmetric)
 };
 
-const char* HessianAccumulateArgsError(const HessianAccumulateArgs& args);
+inline const char* HessianAccumulateArgsError(const HessianAccumulateArgs& a) {
+  if (a.tokens < 0 || a.dim < 0) return "negative size";
+  if (a.dim > 0 && (a.sum == nullptr || (a.tokens > 0 && a.x == nullptr))) return "null pointer";
+  return nullptr;
+}
 
 absl::Status HessianAccumulateRef(const HessianAccumulateArgs& args);
 
 // CUDA: 64 x 64 output tiles on and above the diagonal (mirrored below), 256 threads of 4 x 4
-// outputs each, chunks of tokens staged in shared memory. Returns a cudaError_t (0: success). Only
-// with PTQ_HAVE_CUDA.
-int HessianAccumulateCuda(const HessianAccumulateArgs& args, void* stream);
+// outputs each, chunks of tokens staged in shared memory. Launched on `stream`; InvalidArgument or
+// Internal (launch failure). Only with PTQ_HAVE_CUDA.
+absl::Status HessianAccumulateCuda(const HessianAccumulateArgs& args, CudaStream stream);
 
 }  // namespace ptq::kernels

@@ -4,12 +4,6 @@
 
 namespace ptq::kernels {
 
-const char* HessianAccumulateArgsError(const HessianAccumulateArgs& a) {
-  if (a.tokens < 0 || a.dim < 0) return "negative size";
-  if (a.dim > 0 && (a.sum == nullptr || (a.tokens > 0 && a.x == nullptr))) return "null pointer";
-  return nullptr;
-}
-
 absl::Status HessianAccumulateRef(const HessianAccumulateArgs& a) {
   if (const char* e = HessianAccumulateArgsError(a)) {
     return absl::InvalidArgumentError(std::string("HessianAccumulateRef: ") + e);

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/grid_fit.h"
+#include "kernels/cuda_status.h"
 #include "kernels/quant_dequant.h"
 
 namespace ptq::kernels {
@@ -23,15 +24,15 @@ __global__ void QuantDequantKernel(QuantDequantArgs a, int maxq) {
 
 }  // namespace
 
-int QuantDequantCuda(const QuantDequantArgs& a, void* stream) {
-  if (QuantDequantArgsError(a) != nullptr) return static_cast<int>(cudaErrorInvalidValue);
+absl::Status QuantDequantCuda(const QuantDequantArgs& a, CudaStream stream) {
+  if (const char* e = QuantDequantArgsError(a)) return BadArguments("QuantDequantCuda", e);
   const int64_t n = a.rows * a.cols;
-  if (n == 0) return 0;
+  if (n == 0) return absl::OkStatus();
   const int threads = 256;
   const int64_t want = (n + threads - 1) / threads;
   const unsigned blocks = static_cast<unsigned>(want < 65536 ? want : 65536);
-  QuantDequantKernel<<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(a, (1 << a.bits) - 1);
-  return static_cast<int>(cudaGetLastError());
+  QuantDequantKernel<<<blocks, threads, 0, stream>>>(a, (1 << a.bits) - 1);
+  return LaunchStatus("QuantDequantCuda");
 }
 
 }  // namespace ptq::kernels

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/cuda_stream.h"
 
 namespace ptq::kernels {
 
@@ -26,11 +27,22 @@ struct QuantDequantArgs {
 
 // nullptr when the arguments are consistent, else what is wrong (g_idx entries are checked by the
 // reference only: out-of-range groups are the caller's bug).
-const char* QuantDequantArgsError(const QuantDequantArgs& args);
+inline const char* QuantDequantArgsError(const QuantDequantArgs& a) {
+  if (a.rows < 0 || a.cols < 0) return "negative size";
+  if (a.bits < 1 || a.bits > 8) return "bits outside 1..8";
+  if (a.groups < 1) return "groups < 1";
+  if (a.w == nullptr || a.scales == nullptr || a.zeros == nullptr) return "a required pointer is null";
+  if (a.g_idx == nullptr && a.group_size > 0 && (a.cols + a.group_size - 1) / a.group_size > a.groups) {
+    return "more column groups than grids";
+  }
+  return nullptr;
+}
 
 absl::Status QuantDequantRef(const QuantDequantArgs& args);
 
-// CUDA version on device pointers; returns a cudaError_t (0: success). Only with PTQ_HAVE_CUDA.
-int QuantDequantCuda(const QuantDequantArgs& args, void* stream);
+// CUDA version on device pointers, launched on `stream`; InvalidArgument or Internal (launch
+// failure). g_idx entries are not checked on the device: out-of-range groups are the caller's bug
+// (the ATen entry checks them). Only with PTQ_HAVE_CUDA.
+absl::Status QuantDequantCuda(const QuantDequantArgs& args, CudaStream stream);
 
 }  // namespace ptq::kernels

@@ -6,17 +6,6 @@
 
 namespace ptq::kernels {
 
-const char* QuantDequantArgsError(const QuantDequantArgs& a) {
-  if (a.rows < 0 || a.cols < 0) return "negative size";
-  if (a.bits < 1 || a.bits > 8) return "bits outside 1..8";
-  if (a.groups < 1) return "groups < 1";
-  if (a.w == nullptr || a.scales == nullptr || a.zeros == nullptr) return "a required pointer is null";
-  if (a.g_idx == nullptr && a.group_size > 0 && (a.cols + a.group_size - 1) / a.group_size > a.groups) {
-    return "more column groups than grids";
-  }
-  return nullptr;
-}
-
 absl::Status QuantDequantRef(const QuantDequantArgs& a) {
   if (const char* e = QuantDequantArgsError(a)) {
     return absl::InvalidArgumentError(std::string("QuantDequantRef: ") + e);

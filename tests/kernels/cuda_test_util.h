@@ -26,6 +26,20 @@ inline std::string CudaUnavailableReason() {
 }
 
 #if defined(PTQ_HAVE_CUDA)
+// A stream of the test's own (not the legacy default stream: the launchers take theirs explicitly).
+class TestStream {
+ public:
+  TestStream() { cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking); }
+  ~TestStream() { cudaStreamDestroy(stream_); }
+  TestStream(const TestStream&) = delete;
+  TestStream& operator=(const TestStream&) = delete;
+  cudaStream_t get() const { return stream_; }
+  cudaError_t Sync() const { return cudaStreamSynchronize(stream_); }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
 // A device copy of a host vector; Host() copies it back.
 template <typename T>
 class DeviceBuffer {

@@ -87,8 +87,9 @@ TEST(GptqPackCudaTest, MatchesReferenceOnRandomAndEdgeShapes) {
     ASSERT_TRUE(GptqPackRef(GptqPackArgs{s.rows, s.cols, codes.data(), s.bits, want.data()}).ok());
     ptq::testing::DeviceBuffer<uint8_t> dc(codes);
     ptq::testing::DeviceBuffer<int32_t> dp(std::vector<int32_t>(want.size(), 0));
-    ASSERT_EQ(GptqPackCuda(GptqPackArgs{s.rows, s.cols, dc.get(), s.bits, dp.get()}, nullptr), 0);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ptq::testing::TestStream stream;
+    ASSERT_TRUE(GptqPackCuda(GptqPackArgs{s.rows, s.cols, dc.get(), s.bits, dp.get()}, stream.get()).ok());
+    ASSERT_EQ(stream.Sync(), cudaSuccess);
     EXPECT_EQ(dp.Host(), want);
   }
 }

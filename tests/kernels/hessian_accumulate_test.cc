@@ -78,8 +78,9 @@ TEST(HessianAccumulateCudaTest, MatchesReferenceBitForBit) {
     std::vector<double> hs(start.data_ptr<double>(), start.data_ptr<double>() + start.numel());
     ptq::testing::DeviceBuffer<float> dx(hx);
     ptq::testing::DeviceBuffer<double> ds(hs);
-    ASSERT_EQ(HessianAccumulateCuda(HessianAccumulateArgs{tokens, dim, dx.get(), ds.get()}, nullptr), 0);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ptq::testing::TestStream stream;
+    ASSERT_TRUE(HessianAccumulateCuda(HessianAccumulateArgs{tokens, dim, dx.get(), ds.get()}, stream.get()).ok());
+    ASSERT_EQ(stream.Sync(), cudaSuccess);
     std::vector<double> got = ds.Host();
     std::vector<double> w(want.data_ptr<double>(), want.data_ptr<double>() + want.numel());
     EXPECT_EQ(got, w);

@@ -157,8 +157,9 @@ TEST(QuantDequantCudaTest, MatchesReferenceOnRandomAndEdgeShapes) {
     a.scales = ds.get();
     a.zeros = dz.get();
     a.g_idx = p.g_idx.defined() ? dg.get() : nullptr;
-    ASSERT_EQ(QuantDequantCuda(a, nullptr), 0);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    ptq::testing::TestStream stream;
+    ASSERT_TRUE(QuantDequantCuda(a, stream.get()).ok());
+    ASSERT_EQ(stream.Sync(), cudaSuccess);
     EXPECT_EQ(dc.Host(), codes);
     std::vector<float> got = dd.Host();
     float worst = 0;
