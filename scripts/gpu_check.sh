@@ -381,6 +381,7 @@ build_group() {  # NAME TARGETS...
   grep -q "GLIBC_[0-9.]* not found\|GLIBCXX_[0-9.]* not found" "$build_log" && why="$why; a library needs a newer glibc/libstdc++"
   grep -q "No such file or directory" "$build_log" && why="$why; a header is missing (a Debian config naming /usr/include?)"
   grep -q "unsupported GNU version" "$build_log" && why="$why; nvcc does not support this g++ (set CUDAHOSTCXX)"
+  grep -E "error|undefined reference" "$build_log" | grep -q "fmt" && why="$why; an fmt version clash (libtorch's fmt headers against the packaged fmt 9 spdlog was built with)"
   fail build "$name: $why (see build.log)"
   return 1
 }
@@ -502,7 +503,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 step "8. block benchmark: ours (kernels on, off) and the plain PyTorch baseline"
-BENCH_JSON=$OUT/bench.json
+BENCH_JSON=$OUT/bench.txt
 : >"$BENCH_JSON"
 BENCH=$BUILD/gpu_block_bench
 if [ "$MODE" = gpu ]; then bench_args=(--device cuda); else bench_args=(--device cpu --small); fi
@@ -515,7 +516,7 @@ bench_run() {  # NAME SECONDS ARGS...
   local rc=$?
   cat "$WORK/$name.err" | tail -3
   case $rc in
-    0) pass "$name" "$(grep -o '"gptq_block_with_statistics_s": [0-9.]*' "$BENCH_JSON" | tail -1) (bench.json)" ;;
+    0) pass "$name" "$(grep -o '"gptq_block_with_statistics_s": [0-9.]*' "$BENCH_JSON" | tail -1) (bench.txt)" ;;
     124) fail "$name" "out of time" ;;
     139|134) fail "$name" "crashed (signal $((rc - 128))): e.g. GptqQuantizeWithFactor or HessianAccumulator not taking CUDA tensors yet" ;;
     *) fail "$name" "exited $rc: $(tail -1 "$WORK/$name.err")" ;;
@@ -533,7 +534,7 @@ if [ "$MODE" = gpu ]; then
   else
     echo "baseline: python3 bench/plain_gptq_block.py" | tee -a "$BENCH_JSON"
     if PYTHONUNBUFFERED=1 bounded 240 python3 "$ROOT/bench/plain_gptq_block.py" >>"$BENCH_JSON" 2>"$WORK/baseline.err"; then
-      pass baseline "$(grep -o '"gptq_w4_block_s": [0-9.]*' "$BENCH_JSON" | tail -1) (bench.json)"
+      pass baseline "$(grep -o '"gptq_w4_block_s": [0-9.]*' "$BENCH_JSON" | tail -1) (bench.txt)"
     else
       tail -3 "$WORK/baseline.err"
       fail baseline "plain_gptq_block.py failed or ran out of time"
