@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -109,6 +110,53 @@ ColumnGrid ToColumnGrid(const at::Tensor& scale, const at::Tensor& zero, float m
   return ColumnGrid{scale, -zero, maxq - zero};
 }
 
+// A view of a 2-D buffer that is moved in place (TensorImpl metadata; no dispatch, no allocation).
+// The column loop needs about ten views per column, and making each with narrow or as_strided
+// costs about as much as the small op it feeds, on the CPU. Ops launched before a move keep the
+// view they were given (TensorIterator reads the metadata at the call), on CUDA too.
+class MovingView {
+ public:
+  explicit MovingView(const at::Tensor& base) : base_(base), view_(base.alias()) {}
+  // base.as_strided({rows, cols}, {row_stride, col_stride}, base.storage_offset() + offset)
+  at::Tensor& Set(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+                  int64_t offset) {
+    const int64_t sizes[2] = {rows, cols}, strides[2] = {row_stride, col_stride};
+    c10::TensorImpl* impl = view_.unsafeGetTensorImpl();
+    impl->set_sizes_and_strides(c10::IntArrayRef(sizes), c10::IntArrayRef(strides));
+    impl->set_storage_offset(base_.storage_offset() + offset);
+    return view_;
+  }
+  // Rows [first, first + n) of the buffer.
+  at::Tensor& Rows(int64_t first, int64_t n) {
+    return Set(n, base_.size(1), base_.stride(0), base_.stride(1), first * base_.stride(0));
+  }
+
+ private:
+  at::Tensor base_, view_;
+};
+
+// The buffers of one lazy block, transposed (row i holds the block's column i, so a column's ops
+// run over contiguous memory), allocated once per call.
+struct BlockBuffers {
+  at::Tensor w;          // [block, rows]: the block's weights, compensated as the loop goes
+  at::Tensor t, q, e;    // [block, rows]: code - zero, dequantized value, (w - q) / U_cc
+  at::Tensor u;          // [block, block]: the block's diagonal block of U
+  at::Tensor product;    // [block, rows]: scratch of the rank-1 updates
+  at::Tensor s;          // [block, rows]: each column's scale (fixed grids only)
+  at::Tensor low, high;  // [block, rows]: -zero, maxq - zero
+
+  BlockBuffers(int64_t block, int64_t rows, bool fixed_grids, const at::TensorOptions& o)
+      : w(at::empty({block, rows}, o)), t(at::empty({block, rows}, o)),
+        q(at::empty({block, rows}, o)), e(at::empty({block, rows}, o)),
+        u(at::empty({block, block}, o)), product(at::empty({block, rows}, o)) {
+    if (fixed_grids) {
+      s = at::empty({block, rows}, o);
+      low = at::empty({block, rows}, o);
+      high = at::empty({block, rows}, o);
+    }
+  }
+};
+
 }  // namespace
 
 absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
@@ -204,7 +252,7 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
   if (grouped) block = g <= block ? g * (block / g) : g;
 
   at::Tensor q_perm = at::empty({rows, cols}, fopt);  // dequantized, quantization order
-  at::Tensor t_perm = at::empty({rows, cols}, fopt);  // code - zero, quantization order
+  at::Tensor codes_perm = at::empty({rows, cols}, weight.options().dtype(at::kByte));
 
   ColumnGrid grid;
   if (!grouped && !fixed_grids) {  // per channel: one grid per row, before any compensation
@@ -214,33 +262,29 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
     grid = ToColumnGrid(fit.scale, fit.zero, maxq);
   }
 
-  const at::Tensor u_diag = u.diagonal();
+  const BlockBuffers buf(block, rows, fixed_grids, fopt);
+  at::Tensor rounded = at::empty({1, rows}, fopt);
+  MovingView w_i(buf.w), t_i(buf.t), q_i(buf.q), e_i(buf.e), later_w(buf.w), product(buf.product),
+      u_later(buf.u), u_cc(buf.u);
+  std::optional<MovingView> s_i, low_i, high_i;
+  if (fixed_grids) s_i.emplace(buf.s), low_i.emplace(buf.low), high_i.emplace(buf.high);
   for (int64_t b0 = 0; b0 < cols; b0 += block) {
     const int64_t b1 = std::min(b0 + block, cols);
     const int64_t count = b1 - b0;
-    // Transposed block: row i holds column b0 + i, so each column's ops run over contiguous memory.
-    const at::Tensor wt = w.narrow(1, b0, count).t().contiguous();  // [count, rows]
-    const at::Tensor tt = at::empty({count, rows}, fopt);            // code - zero
-    const at::Tensor qt = at::empty({count, rows}, fopt);            // dequantized
-    const at::Tensor et = at::empty({count, rows}, fopt);            // (w - q) / U_cc
-    const at::Tensor product = at::empty({count, rows}, fopt);       // scratch of the updates
-    at::Tensor rounded = at::empty({rows}, fopt);
-    std::vector<at::Tensor> w_col = wt.unbind(0), t_col = tt.unbind(0), q_col = qt.unbind(0),
-                                  e_col = et.unbind(0), d = u_diag.narrow(0, b0, count).unbind(0);
-    const at::Tensor u_block = u.narrow(0, b0, count).narrow(1, b0, count);
-    std::vector<at::Tensor> s_col, low_col, high_col;
+    const at::Tensor wt = buf.w.narrow(0, 0, count);
+    wt.copy_(w.narrow(1, b0, count).t());
+    buf.u.narrow(0, 0, count).narrow(1, 0, count).copy_(u.narrow(0, b0, count).narrow(1, b0, count));
+    const at::Tensor in_block = group_of.narrow(0, b0, count);
     if (fixed_grids) {  // each column's grid, looked up through its group
-      const at::Tensor in_block = group_of.narrow(0, b0, count);
-      const at::Tensor st = SelectColumns(scales, in_block).t().contiguous();
-      const at::Tensor zt = SelectColumns(zeros, in_block).t().contiguous();
-      s_col = st.unbind(0);
-      low_col = (-zt).unbind(0);
-      high_col = (maxq - zt).unbind(0);
+      buf.s.narrow(0, 0, count).copy_(SelectColumns(scales, in_block).t());
+      const at::Tensor z = SelectColumns(zeros, in_block).t();
+      buf.low.narrow(0, 0, count).copy_(-z);
+      buf.high.narrow(0, 0, count).copy_(maxq - z);
     }
     for (int64_t i = 0; i < count; ++i) {
       const int64_t c = b0 + i;
       if (fixed_grids) {
-        grid = ColumnGrid{s_col[i], low_col[i], high_col[i]};
+        grid = ColumnGrid{s_i->Rows(i, 1), low_i->Rows(i, 1), high_i->Rows(i, 1)};
       } else if (grouped && c % g == 0) {
         // The group's grids from its current (compensated) weights, all rows at once.
         const int64_t gi = c / g;
@@ -256,32 +300,41 @@ absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
         grid = ToColumnGrid(fit.scale, fit.zero, maxq);
       }
       // QuantizeToCode, DequantizeCode and the scaled error, every row at once.
-      at::div_out(rounded, w_col[i], grid.scale).round_();
-      at::clamp_out(t_col[i], rounded, grid.low, grid.high);
-      at::mul_out(q_col[i], t_col[i], grid.scale);
-      at::sub_out(e_col[i], w_col[i], q_col[i]).div_(d[i]);
+      const at::Tensor& w_c = w_i.Rows(i, 1);
+      at::div_out(rounded, w_c, grid.scale).round_();
+      at::clamp_out(t_i.Rows(i, 1), rounded, grid.low, grid.high);
+      at::mul_out(q_i.Rows(i, 1), t_i.Rows(i, 1), grid.scale);
+      at::Tensor& e_c = e_i.Rows(i, 1);
+      at::sub_out(e_c, w_c, q_i.Rows(i, 1)).div_(u_cc.Set(1, 1, 1, 1, i * block + i));
       // Rank-1 update of the block's later columns: W[:, j] -= e * U[c, j], in two ops (a fused
       // multiply-add would round differently from the product and the difference taken apart).
       const int64_t later = count - i - 1;
       if (later > 0) {
-        at::Tensor p = product.narrow(0, 0, later);
-        at::mul_out(p, u_block.select(0, i).narrow(0, i + 1, later).unsqueeze(1), et.narrow(0, i, 1));
-        wt.narrow(0, i + 1, later).sub_(p);
+        at::Tensor& p = product.Rows(0, later);
+        at::mul_out(p, u_later.Set(later, 1, 1, 1, i * block + i + 1), e_c);
+        later_w.Rows(i + 1, later).sub_(p);
       }
     }
-    q_perm.narrow(1, b0, count).copy_(qt.t());
-    t_perm.narrow(1, b0, count).copy_(tt.t());
+    q_perm.narrow(1, b0, count).copy_(buf.q.narrow(0, 0, count).t());
+    codes_perm.narrow(1, b0, count)
+        .copy_((buf.t.narrow(0, 0, count) + SelectColumns(zeros, in_block).t()).t());
     if (b1 < cols) {
       // Lazy update of the columns after the block: W[:, b1:] -= E U[b0:b1, b1:].
       at::Tensor rest = w.narrow(1, b1, cols - b1);
-      rest.sub_(at::matmul(et.t(), u.narrow(0, b0, count).narrow(1, b1, cols - b1)));
+      rest.sub_(at::matmul(buf.e.narrow(0, 0, count).t(),
+                           u.narrow(0, b0, count).narrow(1, b1, cols - b1)));
     }
   }
 
   QuantizedLinear out;
-  const at::Tensor inv_perm = InversePermutation(perm);
-  out.weight = SelectColumns(q_perm, inv_perm);
-  out.codes = SelectColumns((t_perm + SelectColumns(zeros, group_of)).to(at::kByte), inv_perm);
+  if (opt.act_order) {
+    const at::Tensor inv_perm = InversePermutation(perm);
+    out.weight = SelectColumns(q_perm, inv_perm);
+    out.codes = SelectColumns(codes_perm, inv_perm);
+  } else {  // the identity (PrepareGptq), as the weights were not permuted either
+    out.weight = q_perm;
+    out.codes = codes_perm;
+  }
   out.group_size = g;
   out.bits = opt.grid.bits;
   out.sym = opt.grid.sym;

@@ -12,8 +12,8 @@ namespace ptq {
 namespace {
 
 // Elements of one chunk of search candidates ([steps, zeros, rows, n]): large enough that the
-// per-op overhead vanishes, small enough for the float64 temporaries to stay in cache-sized blocks.
-constexpr int64_t kSearchChunkElements = int64_t{1} << 18;
+// per-op overhead is small, small enough for the float64 scratch to stay in cache-sized blocks.
+constexpr int64_t kSearchChunkElements = int64_t{1} << 16;
 
 // Where a [0, 0] range was widened to [-1, 1] (GridFromRange's rule).
 at::Tensor EmptyRange(const at::Tensor& lo, const at::Tensor& hi) {
@@ -90,14 +90,26 @@ GroupGrids FitGrids(const at::Tensor& w_in, const GridOptions& o, const at::Tens
   }
   const float maxq = static_cast<float>(o.MaxQ());
   const int64_t zeros_per_step = (o.sym || !o.zero_search) ? 1 : 2;
+  const int64_t candidates = 1 + steps * zeros_per_step;
 
   // Candidate 0 is FitGrid's starting best, the min-max grid with error +inf; then step by step,
   // zero by zero, in FitGrid's order.
-  std::vector<at::Tensor> errors{at::full({1, batch}, std::numeric_limits<double>::infinity(),
-                                          w.options().dtype(at::kDouble))};
-  std::vector<at::Tensor> scales{minmax.scale.reshape({1, batch})};
-  std::vector<at::Tensor> zeros{minmax.zero.reshape({1, batch})};
+  const at::TensorOptions dopt = w.options().dtype(at::kDouble);
+  at::Tensor errors = at::empty({candidates, batch}, dopt);
+  at::Tensor scales = at::empty({candidates, batch}, w.options());
+  at::Tensor zeros = at::empty({candidates, batch}, w.options());
+  errors.select(0, 0).fill_(std::numeric_limits<double>::infinity());
+  scales.select(0, 0).copy_(minmax.scale.reshape({batch}));
+  zeros.select(0, 0).copy_(minmax.zero.reshape({batch}));
+
+  // Scratch of one chunk of steps, reused chunk after chunk: on the CPU, temporaries this large
+  // are returned to the system when freed and faulted in again, which costs more than the search.
   const int64_t chunk = std::max<int64_t>(1, kSearchChunkElements / (zeros_per_step * batch * n));
+  at::Tensor rounded = at::empty({chunk, 1, batch, n}, w.options());
+  at::Tensor d = at::empty({chunk, zeros_per_step, batch, n}, w.options());
+  at::Tensor negated = weight.defined() ? at::Tensor() : at::empty_like(d);
+  at::Tensor terms = at::empty({chunk, zeros_per_step, batch, n}, dopt);
+  at::Tensor sums = at::empty_like(terms);
   for (int64_t first = 0; first < steps; first += chunk) {
     const int64_t count = std::min(chunk, steps - first);
     const at::Tensor p = ShrinkFactors(first, count, o, w.options()).unsqueeze(1);
@@ -106,24 +118,31 @@ GroupGrids FitGrids(const at::Tensor& w_in, const GridOptions& o, const at::Tens
     const at::Tensor z = SearchZeros(plo, phi, g, o).transpose(0, 1);  // [count, zeros, batch]
     const at::Tensor s = g.scale.view({count, 1, batch, 1});
     const at::Tensor zc = z.unsqueeze(-1);
+    at::Tensor r = rounded.narrow(0, 0, count), dc = d.narrow(0, 0, count);
+    at::Tensor tc = terms.narrow(0, 0, count), sc = sums.narrow(0, 0, count);
     // code - zero = clamp(round(w/s) + z, 0, maxq) - z = clamp(round(w/s), -z, maxq - z), exactly
     // (small integers in float); d = s (code - zero) - w as DequantizeCode(QuantizeToCode(w)) - w.
-    const at::Tensor d = at::clamp(at::round(w2 / s), -zc, maxq - zc) * s - w2;
-    at::Tensor terms;
+    at::div_out(r, w2, s).round_();
+    at::clamp_out(dc, r, -zc, maxq - zc).mul_(s).sub_(w2);
     if (weight.defined()) {
       // double(h) * d * d: d * d is exact in float64, so one rounding either way.
-      const at::Tensor dd = d.to(at::kDouble);
-      terms = dd * dd * weight;
+      tc.copy_(dc);
+      tc.mul_(tc).mul_(weight);
     } else {
-      terms = at::maximum(d, -d).to(at::kDouble).pow(o.mse_norm);  // |d| (abs lacks a meta kernel)
+      at::Tensor nc = negated.narrow(0, 0, count);
+      at::maximum_out(dc, dc, at::neg_out(nc, dc));  // |d| (abs lacks a meta kernel)
+      tc.copy_(dc);
+      tc.pow_(o.mse_norm);
     }
     // A running sum, as FitGrid adds its terms: the CPU's cumsum is sequential.
-    errors.push_back(terms.cumsum(-1).select(-1, n - 1).reshape({count * zeros_per_step, batch}));
-    scales.push_back(
-        g.scale.unsqueeze(1).expand({count, zeros_per_step, batch}).reshape({-1, batch}));
-    zeros.push_back(z.reshape({count * zeros_per_step, batch}));
+    at::cumsum_out(sc, tc, -1);
+    const int64_t row = 1 + first * zeros_per_step, rows = count * zeros_per_step;
+    errors.narrow(0, row, rows).copy_(sc.select(-1, n - 1).reshape({rows, batch}));
+    scales.narrow(0, row, rows).view({count, zeros_per_step, batch})
+        .copy_(g.scale.unsqueeze(1).expand({count, zeros_per_step, batch}));
+    zeros.narrow(0, row, rows).view({count, zeros_per_step, batch}).copy_(z);
   }
-  GroupGrids best = PickSmallestError(at::cat(errors), at::cat(scales), at::cat(zeros));
+  GroupGrids best = PickSmallestError(errors, scales, zeros);
   return GroupGrids{best.scale.reshape(shape), best.zero.reshape(shape)};
 }
 
