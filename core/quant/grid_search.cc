@@ -20,6 +20,10 @@ at::Tensor EmptyRange(const at::Tensor& lo, const at::Tensor& hi) {
   return at::clamp_max(lo, 0.0f).eq(0.0f).bitwise_and(at::clamp_min(hi, 0.0f).eq(0.0f));
 }
 
+// x / v, a true division on every device: CUDA runs a division by a host scalar as a
+// multiplication by its reciprocal, which can differ from the quotient in the last bit.
+at::Tensor DivideBy(const at::Tensor& x, float v) { return x / at::full({}, v, x.options()); }
+
 }  // namespace
 
 // Written with masked_fill rather than where (and so on below): libtorch 1.13 has meta kernels for
@@ -36,7 +40,7 @@ GroupGrids GridsFromRange(const at::Tensor& lo_in, const at::Tensor& hi_in, cons
   lo = lo.masked_fill(empty, -1.0f);
   hi = hi.masked_fill(empty, 1.0f);
   GroupGrids g;
-  g.scale = (hi - lo) / maxq;
+  g.scale = DivideBy(hi - lo, maxq);
   if (o.fp16_scales) g.scale = RoundScalesToFp16(g.scale);
   g.zero = o.sym ? at::full_like(g.scale, static_cast<float>((o.MaxQ() + 1) / 2))
                  : at::round(-lo / g.scale).clamp_min(static_cast<float>(o.min_zero));
@@ -46,8 +50,8 @@ GroupGrids GridsFromRange(const at::Tensor& lo_in, const at::Tensor& hi_in, cons
 at::Tensor ShrinkFactors(int64_t first, int64_t count, const GridOptions& o,
                          const at::TensorOptions& device) {
   // 1.0f - float(i) / float(mse_grid), FitGrid's float steps.
-  return 1.0f - at::arange(first, first + count, device.dtype(at::kFloat)) /
-                    static_cast<float>(o.mse_grid);
+  return 1.0f - DivideBy(at::arange(first, first + count, device.dtype(at::kFloat)),
+                        static_cast<float>(o.mse_grid));
 }
 
 at::Tensor SearchZeros(const at::Tensor& lo, const at::Tensor& hi, const GroupGrids& grid,
