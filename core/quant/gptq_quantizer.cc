@@ -104,7 +104,7 @@ at::Tensor InversePermutation(const at::Tensor& perm) {
 // [-zero, maxq - zero], which equals clamp(round(w/s) + zero, 0, maxq) - zero exactly (small
 // integers in float), so the code need not be formed inside the loop.
 struct ColumnGrid {
-  at::Tensor scale, low, high;  // [rows] float32
+  at::Tensor scale, low, high;  // [rows] or [1, rows] float32
 };
 ColumnGrid ToColumnGrid(const at::Tensor& scale, const at::Tensor& zero, float maxq) {
   return ColumnGrid{scale, -zero, maxq - zero};
