@@ -1,9 +1,8 @@
 #include "core/quant/block_hessian_grid.h"
 
-#include "core/quant/fp16_scale.h"
-
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <limits>
 #include <vector>
 
@@ -12,55 +11,31 @@ namespace ptq {
 GroupGrids FitGroupGridsWithHessianBlock(const at::Tensor& w, const at::Tensor& h,
                                          const GridOptions& o) {
   const float maxq = static_cast<float>(o.MaxQ());
-  at::Tensor hf = h.to(at::kFloat);
-  at::Tensor lo0 = at::clamp_max(std::get<0>(w.min(1)), 0.0f);
-  at::Tensor hi0 = at::clamp_min(std::get<0>(w.max(1)), 0.0f);
-  GroupGrids best;
-  at::Tensor best_err = at::full({w.size(0)}, std::numeric_limits<double>::infinity(), at::kDouble);
-  const int steps = std::max(1, static_cast<int>(o.mse_max_shrink * o.mse_grid));
-  for (int i = 0; i < steps; ++i) {
-    const float p = 1.0f - static_cast<float>(i) / static_cast<float>(o.mse_grid);
-    at::Tensor lo = lo0 * p, hi = hi0 * p;
-    if (o.sym) {
-      hi = at::maximum(-lo, hi);
-      lo = at::where(lo < 0, -hi, lo);
-    }
-    at::Tensor empty = (lo == 0) & (hi == 0);
-    lo = at::where(empty, at::full_like(lo, -1.0f), lo);
-    hi = at::where(empty, at::full_like(hi, 1.0f), hi);
-    at::Tensor scale = (hi - lo) / maxq;
-    if (o.fp16_scales) scale = RoundScalesToFp16(scale);
-    // The zeros FitGrid tries (ZeroCandidates): round alone, or floor then ceil of -lo/s.
-    std::vector<at::Tensor> zeros;
-    if (o.sym) {
-      zeros.push_back(at::full_like(scale, static_cast<float>((o.MaxQ() + 1) / 2)));
-    } else if (!o.zero_search) {
-      zeros.push_back(at::clamp_min(at::round(-lo / scale), static_cast<float>(o.min_zero)));
-    } else {
-      // Rows whose range was empty keep round(-lo/s), as ZeroCandidates does.
-      at::Tensor z = -lo / scale;
-      at::Tensor rounded = at::clamp_min(at::round(z), static_cast<float>(o.min_zero));
-      zeros.push_back(at::where(empty, rounded, at::clamp(at::floor(z), o.min_zero, maxq)));
-      zeros.push_back(at::where(empty, rounded, at::clamp(at::ceil(z), o.min_zero, maxq)));
-    }
-    at::Tensor s = scale.unsqueeze(1);
-    for (const at::Tensor& zero : zeros) {
-      at::Tensor z = zero.unsqueeze(1);
-      at::Tensor q = at::clamp(at::round(w / s) + z, 0.0f, maxq);
-      at::Tensor d = s * (q - z) - w;
-      at::Tensor err = (at::matmul(d, hf) * d).sum(1).to(at::kDouble);
-      at::Tensor better = err < best_err;
-      if (!best.scale.defined()) {
-        best.scale = scale;
-        best.zero = zero;
-      } else {
-        best.scale = at::where(better, scale, best.scale);
-        best.zero = at::where(better, zero, best.zero);
-      }
-      best_err = at::where(better, err, best_err);
+  const at::Tensor hf = h.to(w.device(), at::kFloat);
+  const at::Tensor lo = at::clamp_max(w.amin(1), 0.0f);
+  const at::Tensor hi = at::clamp_min(w.amax(1), 0.0f);
+  const int64_t steps = std::max(1, static_cast<int>(o.mse_max_shrink * o.mse_grid));
+  // Every step's grid at once ([steps, rows]) and its zeros ([zeros, steps, rows]).
+  const at::Tensor p = ShrinkFactors(0, steps, o, w.options()).unsqueeze(1);
+  const at::Tensor plo = p * lo, phi = p * hi;
+  const GroupGrids grids = GridsFromRange(plo, phi, o);
+  const at::Tensor zeros = SearchZeros(plo, phi, grids, o);
+  // The candidates in FitGrid's order, step by step, zero by zero; one product per candidate, of
+  // the same [rows, g] shape whatever the number of steps, so the sums do not depend on batching.
+  std::vector<at::Tensor> errors, scales, zero_list;
+  for (int64_t i = 0; i < steps; ++i) {
+    const at::Tensor s = grids.scale.select(0, i).unsqueeze(1);
+    const at::Tensor r = at::round(w / s);
+    for (int64_t c = 0; c < zeros.size(0); ++c) {
+      const at::Tensor z = zeros.select(0, c).select(0, i).unsqueeze(1);
+      const at::Tensor q = at::clamp(r + z, 0.0f, maxq);
+      const at::Tensor d = s * (q - z) - w;
+      errors.push_back((at::matmul(d, hf) * d).sum(1).to(at::kDouble));
+      scales.push_back(grids.scale.select(0, i));
+      zero_list.push_back(zeros.select(0, c).select(0, i));
     }
   }
-  return best;
+  return PickSmallestError(at::stack(errors), at::stack(scales), at::stack(zero_list));
 }
 
 }  // namespace ptq

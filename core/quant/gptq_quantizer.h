@@ -1,6 +1,7 @@
 // GPTQ (Frantar et al., arXiv 2210.17323) exactly as docs/algorithms.md states it: dead columns,
 // damping, optional act-order, upper Cholesky factor of H^-1, column loop in lazy blocks, group grids
-// from the current (compensated) weights or static groups from the original ones.
+// from the current (compensated) weights or static groups from the original ones. Tensor ops on the
+// weight's device (CPU or CUDA), vectorised over rows; the column loop reads nothing back to the host.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -40,8 +41,9 @@ struct FixedGrids {
   FixedGrids Rows(int64_t row0, int64_t rows) const;
 };
 
-// GPTQ of `weight` rows with a prepared factor; QuantizedLinear::loss is left 0.
-// grids: nullptr, or fixed grids for exactly these rows.
+// GPTQ of `weight` rows with a prepared factor; QuantizedLinear::loss is left 0. The result is on
+// weight's device (the factor's tensors are moved there). grids: nullptr, or fixed grids for
+// exactly these rows (zeros integer-valued).
 absl::StatusOr<QuantizedLinear> GptqQuantizeWithFactor(const at::Tensor& weight,
                                                        const GptqFactor& factor,
                                                        const GptqOptions& options,

@@ -45,6 +45,7 @@ struct GridParams {
 
 // Fits the grid of one row or group from its n current weights.
 // importance: n per-column weights used by options.hessian_search (nullptr: unweighted).
+// FitGrids (grid_search.h) fits many rows at once on their device and picks the same grids.
 GridParams FitGrid(const float* w, int64_t n, const GridOptions& options,
                    const float* importance = nullptr);
 

@@ -2,43 +2,43 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
+#include "core/quant/grid_search.h"
+
 namespace ptq {
 
 QuantizedLinear RtnQuantize(const at::Tensor& weight, const GridOptions& grid, int64_t group_size) {
-  at::Tensor w = weight.to(at::kFloat).contiguous();
+  const at::Tensor w = weight.to(at::kFloat).contiguous();
   const int64_t rows = w.size(0);
   const int64_t cols = w.size(1);
   const int64_t g = (group_size <= 0 || group_size >= cols) ? cols : group_size;
-  const int64_t groups = (cols + g - 1) / g;  // the last group may be shorter
-  const int maxq = grid.MaxQ();
+  const int64_t full = cols / g;  // whole groups; a shorter last one is fitted on its own
+  std::vector<at::Tensor> scales, zeros;
+  if (full > 0) {
+    GroupGrids grids = FitGrids(w.narrow(1, 0, full * g).reshape({rows, full, g}), grid);
+    scales.push_back(grids.scale);
+    zeros.push_back(grids.zero);
+  }
+  if (full * g < cols) {
+    GroupGrids last = FitGrids(w.narrow(1, full * g, cols - full * g), grid);
+    scales.push_back(last.scale.unsqueeze(1));
+    zeros.push_back(last.zero.unsqueeze(1));
+  }
   QuantizedLinear out;
-  out.weight = at::empty_like(w);
-  out.codes = at::empty({rows, cols}, at::kByte);
-  out.scales = at::empty({rows, groups}, at::kFloat);
-  out.zeros = at::empty({rows, groups}, at::kFloat);
-  out.g_idx = at::arange(cols, at::kInt).div(g, "floor");
+  out.scales = at::cat(scales, 1);
+  out.zeros = at::cat(zeros, 1);
+  out.g_idx = at::div(at::arange(cols, w.options().dtype(at::kInt)), g, "floor");
   out.group_size = g;
   out.bits = grid.bits;
   out.sym = grid.sym;
-  const float* pw = w.data_ptr<float>();
-  float* pq = out.weight.data_ptr<float>();
-  uint8_t* pc = out.codes.data_ptr<uint8_t>();
-  float* ps = out.scales.data_ptr<float>();
-  float* pz = out.zeros.data_ptr<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t gi = 0; gi < groups; ++gi) {
-      const float* src = pw + r * cols + gi * g;
-      const int64_t len = std::min(g, cols - gi * g);
-      GridParams p = FitGrid(src, len, grid);
-      ps[r * groups + gi] = p.scale;
-      pz[r * groups + gi] = p.zero;
-      for (int64_t k = 0; k < len; ++k) {
-        float code = QuantizeToCode(src[k], p, maxq);
-        pc[r * cols + gi * g + k] = static_cast<uint8_t>(code);
-        pq[r * cols + gi * g + k] = DequantizeCode(code, p);
-      }
-    }
-  }
+  // Each column's grid, then QuantizeToCode and DequantizeCode's float steps.
+  const at::Tensor column_group = out.g_idx.to(at::kLong);
+  const at::Tensor s = at::gather(out.scales, 1, column_group.unsqueeze(0).expand({rows, cols}));
+  const at::Tensor z = at::gather(out.zeros, 1, column_group.unsqueeze(0).expand({rows, cols}));
+  const at::Tensor code = at::clamp(at::round(w / s) + z, 0, grid.MaxQ());
+  out.weight = s * (code - z);
+  out.codes = code.to(at::kByte);
   return out;
 }
 

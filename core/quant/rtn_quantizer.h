@@ -1,4 +1,5 @@
 // Round-to-nearest: each row (or group of `group_size` columns) on its own grid, no compensation.
+// Tensor ops on the weight's device; the result stays there.
 #pragma once
 
 #include <ATen/core/Tensor.h>

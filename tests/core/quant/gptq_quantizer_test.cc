@@ -1,11 +1,17 @@
-// GPTQ on small random problems, checked against brute-force losses, RTN, and a plain column-by-column
-// GPTQ written here in float64 without lazy blocks (docs/algorithms.md, "GPTQ").
+// GPTQ on small random problems, checked against brute-force losses, RTN, a plain column-by-column
+// GPTQ written here in float64 without lazy blocks (docs/algorithms.md, "GPTQ"), and bit for bit
+// against the scalar column loop it replaced (gptq_scalar_reference.h).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <string>
+
+#include "absl/strings/str_cat.h"
 #include "core/quant/block_hessian_grid.h"
+#include "core/quant/fp16_scale.h"
 #include "core/quant/gptq_quantizer.h"
 #include "core/quant/rtn_quantizer.h"
+#include "tests/core/quant/gptq_scalar_reference.h"
 
 namespace ptq {
 namespace {
@@ -291,6 +297,114 @@ TEST(GptqQuantizerTest, DeadColumnsAreZeroAndPartialLastGroupWorks) {
   EXPECT_EQ(q->scales.size(1), 3);
   EXPECT_TRUE(q->weight.select(1, 5).eq(0).all().item<bool>());
   EXPECT_TRUE(at::allclose(DequantizeLinear(*q), q->weight, 0, 0));
+}
+
+// Every output of the tensor path equals the scalar loop's, bit for bit.
+void ExpectSameAsScalarLoop(const at::Tensor& w, const at::Tensor& h, const GptqOptions& o,
+                            const std::string& label, const FixedGrids* grids = nullptr) {
+  auto factor = PrepareGptq(h, o, "layer");
+  ASSERT_TRUE(factor.ok()) << factor.status();
+  auto ours = GptqQuantizeWithFactor(w, *factor, o, "layer", grids);
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  QuantizedLinear ref = ScalarGptqQuantizeWithFactor(w, *factor, o, grids);
+  EXPECT_TRUE(at::equal(ours->codes, ref.codes)) << label;
+  EXPECT_TRUE(at::equal(ours->scales, ref.scales)) << label;
+  EXPECT_TRUE(at::equal(ours->zeros, ref.zeros)) << label;
+  EXPECT_TRUE(at::equal(ours->g_idx, ref.g_idx)) << label;
+  EXPECT_TRUE(at::equal(ours->weight, ref.weight)) << label;
+  EXPECT_EQ(ours->group_size, ref.group_size) << label;
+}
+
+// A random problem with the features the loop treats specially: correlated inputs, unequal
+// importances, two dead inputs, heavy-tailed weights with an all-positive row.
+struct Problem {
+  at::Tensor w, h;
+};
+Problem RandomProblem(int64_t rows, int64_t cols, uint64_t seed) {
+  at::Tensor h = RandomHessian(cols, 3 * cols, seed);
+  h.diagonal().mul_(at::rand({cols}, at::kDouble) * 4 + 1);  // >= 1: stays positive definite
+  for (int64_t dead : {int64_t{3}, cols - 2}) {
+    h.select(0, dead).zero_();
+    h.select(1, dead).zero_();
+  }
+  at::Tensor w = at::randn({rows, cols}) * at::rand({rows, 1}) + 0.02 * at::randn({rows, cols}).pow(3);
+  w[1] = w[1].abs();
+  return Problem{w, h};
+}
+
+TEST(GptqQuantizerTest, MinMaxGridsEqualTheScalarLoopBitForBit) {
+  // 13 rows, 80 columns: groups of 32 end in a partial group of 16; lazy blocks of 32 or 64.
+  Problem p = RandomProblem(13, 80, 31);
+  for (int bits : {2, 3, 4, 8}) {
+    for (int64_t group : {int64_t{-1}, int64_t{16}, int64_t{32}}) {
+      for (bool act_order : {false, true}) {
+        for (bool static_groups : {false, true}) {
+          for (bool sym : {false, true}) {
+            GptqOptions o = Options(bits, group, act_order);
+            o.static_groups = static_groups;
+            o.grid.sym = sym;
+            o.grid.min_zero = sym ? 0 : 1;
+            o.block_size = bits % 2 == 0 ? 32 : 64;
+            ExpectSameAsScalarLoop(p.w, p.h, o,
+                                   absl::StrCat("bits ", bits, " group ", group, " act ", act_order,
+                                                " static ", static_groups, " sym ", sym));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(GptqQuantizerTest, SearchedGridsEqualTheScalarLoopBitForBit) {
+  // GPTQ's MSE search, the diag(H)-weighted one (with and without the zero search) and the full
+  // block search, dynamic and static groups, per channel too.
+  Problem p = RandomProblem(11, 72, 37);
+  struct Search {
+    const char* name;
+    bool hessian, block, zero_search;
+  };
+  for (Search s : {Search{"mse", false, false, true}, Search{"mse no zero search", false, false, false},
+                   Search{"hessian", true, false, true},
+                   Search{"hessian no zero search", true, false, false},
+                   Search{"hessian-block", true, true, true}}) {
+    for (int bits : {2, 3, 4}) {
+      for (int64_t group : {int64_t{-1}, int64_t{16}, int64_t{32}}) {
+        for (bool act_order : {false, true}) {
+          for (bool static_groups : {false, true}) {
+            GptqOptions o = Options(bits, group, act_order);
+            o.static_groups = static_groups;
+            o.grid.mse = true;
+            o.grid.hessian_search = s.hessian;
+            o.grid.hessian_block = s.block;
+            o.grid.zero_search = s.zero_search;
+            o.grid.min_zero = 1;
+            o.block_size = 32;
+            ExpectSameAsScalarLoop(p.w, p.h, o,
+                                   absl::StrCat(s.name, " bits ", bits, " group ", group, " act ",
+                                                act_order, " static ", static_groups));
+          }
+        }
+      }
+    }
+  }
+  GptqOptions sym = Options(3, 16, true);
+  sym.grid.sym = true;
+  sym.grid.mse = true;
+  sym.grid.hessian_search = true;
+  ExpectSameAsScalarLoop(p.w, p.h, sym, "symmetric hessian");
+}
+
+TEST(GptqQuantizerTest, FixedGridsEqualTheScalarLoopBitForBit) {
+  // Grids from another run, scaled so they are not the ones this run would fit, under act-order's
+  // permuted g_idx, grouped and per channel.
+  Problem p = RandomProblem(9, 64, 41);
+  for (int64_t group : {int64_t{16}, int64_t{-1}}) {
+    GptqOptions o = Options(3, group, /*act_order=*/true);
+    auto first = GptqQuantize(p.w, p.h, o);
+    ASSERT_TRUE(first.ok()) << first.status();
+    FixedGrids grids{RoundScalesToFp16(first->scales * 1.3), first->zeros, first->g_idx};
+    ExpectSameAsScalarLoop(p.w, p.h, o, absl::StrCat("fixed group ", group), &grids);
+  }
 }
 
 TEST(GptqQuantizerTest, IndefiniteHessianRaisesDampingInsteadOfFailing) {
