@@ -10,6 +10,7 @@ packages=(
   libgloo-dev libgtest-dev libgmock-dev
   libmicrohttpd-dev                          # /metrics endpoint (prometheus-cpp is not in Debian 12)
   python3 python3-yaml                       # test scripts; offline checks of deploy/
+  python3-torch                              # the tests' reference readers and forwards (consumers' code)
   sentencepiece                              # spm_encode, for models with a tokenizer.model
   ccache                                     # reuse objects across the two build variants and clones
   libxxhash-dev                              # the defined hash of resume keys and model fingerprints
