@@ -26,7 +26,19 @@ models=${PTQ_QT_MODELS:-"small demo"}
 # the "-zs" runs are the ones recorded after it. "cov" / "sm": --qk-hessian covariance / softmax
 # (commit c2f0e99; the two "cov-w2" rows ran its first form, a --center-keys flag, the same formula).
 # "rows": --act-order-rows (q/k rows of each head by decreasing diag(H_out)).
+# Every run below was recorded with the defaults of its time: min-max grids, no refinement, the value
+# block on and the GPTQ format. The loop adds those flags where a run does not set them, so each name
+# keeps its meaning now that the defaults are two-stage TurboBoA without the value block; the
+# "defaults-*" runs take today's defaults bare.
 RUNS=(
+  "defaults-w2|--bits 2"
+  "defaults-w3|--bits 3"
+  "defaults-seed1-w2|--seed 1 --bits 2"
+  "defaults-seed1-w3|--seed 1 --bits 3"
+  "defaults-seed2-w2|--seed 2 --bits 2"
+  "defaults-seed2-w3|--seed 2 --bits 3"
+  "defaults-seed3-w2|--seed 3 --bits 2"
+  "defaults-seed3-w3|--seed 3 --bits 3"
   "gptq-2stage-zs-w2|--method gptq --scale-init hessian --refine-iters 2 --bits 2"
   "gptq-2stage-zs-w3|--method gptq --scale-init hessian --refine-iters 2 --bits 3"
   "turboboa-2stage-zs-w2|--method turboboa --scale-init hessian --refine-iters 2 --bits 2"
@@ -138,6 +150,12 @@ for m in $models; do
     if [ -n "${PTQ_QT_RUNS:-}" ] && [[ " $PTQ_QT_RUNS " != *" $name "* ]]; then continue; fi
     grep -q "\"run\":\"$name\",\"model_name\":\"$m\"" "$out" 2>/dev/null && continue  # resumable
     [[ $flags == *--group-size* ]] || flags="$flags --group-size 128"
+    if [[ $name != defaults-* ]]; then  # the defaults these runs were recorded with
+      [[ $flags == *--scale-init* || $flags == *--method\ rtn* ]] || flags="$flags --scale-init minmax"
+      [[ $flags == *--refine-iters* || $flags == *--method\ rtn* ]] || flags="$flags --refine-iters 0"
+      [[ $flags == *--no-value-block* || $flags != *--method\ *boa* ]] || flags="$flags --value-block"
+      [[ $flags == *--format* ]] || flags="$flags --format gptq"
+    fi
     tmp=$(mktemp -d)
     # shellcheck disable=SC2086
     if "$build/ptq" ${PTQ_QT_THREADS:+--threads $PTQ_QT_THREADS} quantize --model "$model" --calib "$data/calib.txt" --eval "$data/valid.txt" \

@@ -23,6 +23,15 @@ void AddQuantizeFlags(CLI::App* command, QuantizeOptions* options) {
       if (f.show_default && !f.required) option->capture_default_str();
     }
   });
+  // The value block was on by default until the two-stage scales made the shared H_in the better
+  // choice; command lines written then keep their meaning.
+  CLI::Option* no_value_block = command->add_flag_callback(
+      "--no-value-block", [options] { options->value_block = false; },
+      "the default (the value block is off unless --value-block)");
+  no_value_block->group("");  // hidden from --help
+  if (CLI::Option* value_block = command->get_option_no_throw("--value-block")) {
+    no_value_block->excludes(value_block);
+  }
 }
 
 }  // namespace ptq::client

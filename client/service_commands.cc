@@ -41,8 +41,8 @@ std::string LocalTime(int64_t time_ms) {
 }
 
 std::string Describe(const v1::JobSpec& s) {
-  return absl::StrFormat("%s W%d g%d", s.method().empty() ? "gptq" : s.method(),
-                         s.has_bits() ? s.bits() : 4, s.has_group_size() ? s.group_size() : 128);
+  const QuantizeOptions o = worker::QuantizeOptionsFromSpec(s);  // unset fields: the defaults
+  return absl::StrFormat("%s W%d g%d", o.method, o.gptq.grid.bits, o.gptq.group_size);
 }
 
 std::string ProgressText(const v1::Job& job) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "common/metric_names.h"
 #include "core/checkpoint/output_folder.h"
+#include "worker/quantize_spec.h"
 
 namespace ptq::server {
 namespace {
@@ -93,7 +94,7 @@ absl::StatusOr<v1::Job> JobScheduler::Submit(const v1::JobSpec& spec, const std:
   job.set_owner(owner);
   job.set_create_time_ms(NowMs());
   if (auto s = store_.Insert(job); !s.ok()) return s;
-  Log(job.id(), absl::StrCat("queued: ", spec.method().empty() ? "gptq" : spec.method(), " of ",
+  Log(job.id(), absl::StrCat("queued: ", worker::QuantizeOptionsFromSpec(spec).method, " of ",
                              spec.model_path(), " to ", spec.output_path()));
   queue_.push_back(job.id());
   owner_of_[job.id()] = owner;

@@ -59,15 +59,18 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     return absl::InvalidArgumentError(absl::StrCat("--joint-rows ", o.joint_rows,
                                                    " must be positive and divide head_dim ", c.head_dim));
   }
-  if (o.refine_iters < 0 || o.refine_iters > kMaxRefineIters) {
+  if (o.refine_iters < -1 || o.refine_iters > kMaxRefineIters) {  // -1: the method's default
     return absl::InvalidArgumentError(
         absl::StrCat("--refine-iters must be between 0 and ", kMaxRefineIters));
   }
+  const int refine_iters = o.refine_iters >= 0 ? o.refine_iters
+                           : *method == Method::kRtn ? 0
+                                                     : kDefaultRefineIters;
   if (o.requant_passes < 0 || o.requant_passes > kMaxRequantPasses) {
     return absl::InvalidArgumentError(
         absl::StrCat("--requant-passes must be between 0 and ", kMaxRequantPasses));
   }
-  if (o.requant_passes > 0 && o.refine_iters == 0) {
+  if (o.requant_passes > 0 && refine_iters == 0) {
     return absl::InvalidArgumentError(
         "--requant-passes quantizes again on the refined scales: it needs --refine-iters > 0");
   }
@@ -77,7 +80,8 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   if (*method == Method::kRtn && o.residual_alpha > 0) {
     return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
   }
-  if (o.scale_init != "minmax" && o.scale_init != "hessian" && o.scale_init != "hessian-block") {
+  if (!o.scale_init.empty() && o.scale_init != "minmax" && o.scale_init != "hessian" &&
+      o.scale_init != "hessian-block") {
     return absl::InvalidArgumentError(absl::StrCat("unknown --scale-init \"", o.scale_init,
                                                    "\" (supported: minmax, hessian, hessian-block)"));
   }
@@ -91,7 +95,8 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     return absl::InvalidArgumentError(absl::StrCat("unknown --qk-hessian \"", o.qk_hessian,
                                                    "\" (supported: moment, covariance, softmax)"));
   }
-  if (*method == Method::kRtn && (o.scale_init != "minmax" || o.refine_iters > 0)) {
+  if (*method == Method::kRtn && ((!o.scale_init.empty() && o.scale_init != "minmax") ||
+                                  o.refine_iters > 0)) {
     return absl::InvalidArgumentError("--scale-init hessian and --refine-iters need a Hessian (not rtn)");
   }
   const int bits = o.gptq.grid.bits;
@@ -160,6 +165,9 @@ QuantizeOptions ResolveQuantizeOptions(const QuantizeOptions& options) {
   const bool attention_aware = method == Method::kBoa || method == Method::kTurboBoa;
   if (method == Method::kBoa) r.joint_rows = 1;
   if (r.residual_alpha < 0) r.residual_alpha = method == Method::kTurboBoa ? 0.25 : 0.0;
+  // Two-stage scales for every method with a Hessian (docs/results.md, "Defaults").
+  if (r.refine_iters < 0) r.refine_iters = method == Method::kRtn ? 0 : kDefaultRefineIters;
+  if (r.scale_init.empty()) r.scale_init = method == Method::kRtn ? "minmax" : "hessian";
   r.value_block = attention_aware && options.value_block;
   r.value_damp = r.value_block ? (options.value_damp >= 0 ? options.value_damp : options.gptq.damp)
                                : -1.0;

@@ -37,7 +37,9 @@ struct QuantizeOptions {
   std::string out_dir;
   std::string eval_path;  // empty: no perplexity
   bool eval_fp = true;    // also measure the full-precision model (before quantizing)
-  std::string method = "gptq";  // rtn | gptq | boa | turboboa
+  // rtn | gptq | boa | turboboa. TurboBoA with two-stage scales is the best we measured at every
+  // width (docs/results.md, "Defaults"); GPTQ with the same scales ties it at W2 and W4.
+  std::string method = "turboboa";
   // BoA / TurboBoA: q_proj and k_proj rows quantized `joint_rows` at a time with out-channel
   // compensation through their heads' H_out (boa forces 1); v, o and the MLP use GPTQ.
   int64_t joint_rows = 16;
@@ -47,8 +49,10 @@ struct QuantizeOptions {
   // on the full-precision stream.
   double residual_alpha = -1;
   // BoA / TurboBoA: W_v quantized per key/value head with the covariance of the attention-weighted
-  // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in (less memory).
-  bool value_block = true;
+  // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in. Off by default:
+  // with two-stage scales the shared H_in measured better (W3: 2.9253 against 2.9356) and costs
+  // less memory.
+  bool value_block = false;
   // Damping of the value-block Hessians, as a fraction of each one's mean diagonal; negative: the
   // same as gptq.damp. Attention-weighted inputs are averages over many positions, so their
   // covariance is far more concentrated than H_in's (a test of whether 1 % is too little there).
@@ -63,15 +67,16 @@ struct QuantizeOptions {
   // block input is the partly quantized model's in both cases.
   bool sequential = true;
   // Two-stage group scales, stage 2: coordinate-descent sweeps over the scales once the integers are
-  // fixed (0: off). Applies to every method except rtn.
-  int refine_iters = 0;
+  // fixed (0: off). Negative: the method's default, kDefaultRefineIters with a Hessian, 0 for rtn.
+  int refine_iters = -1;
   // Alternation of the integers and the scales: after stage 2, quantize each layer again on the
   // refined grids (the integers adapt to the scales) and refine again, this many extra times; each
   // head or row chunk keeps the pass with its lowest loss. Needs refine_iters > 0.
   int requant_passes = 0;
-  // Two-stage group scales, stage 1: "minmax" (default), or "hessian": each group's scale searched
-  // (range shrink as --mse) to minimise its diag(H_in)-weighted error. Not for rtn.
-  std::string scale_init = "minmax";
+  // Two-stage group scales, stage 1: "minmax", or "hessian": each group's scale searched (range
+  // shrink as --mse) to minimise its diag(H_in)-weighted error, or "hessian-block". Empty: the
+  // method's default, "hessian" with a Hessian, "minmax" for rtn.
+  std::string scale_init;
   // gptq: the packed GPTQ checkpoint vLLM and transformers load (classic zero - 1 storage);
   // dequantized: an ordinary float32 model holding the quantized values.
   std::string format = "gptq";
@@ -116,7 +121,11 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
   visit(OptionField{"calib_path", "--calib", "calibration text (or .ids token file)", {}, false, true},
         o.calib_path);
   visit(OptionField{"output_path", "--out", "output folder", {}, false, true}, o.out_dir);
-  visit(OptionField{"method", "--method", "rtn, gptq, boa or turboboa", "method"}, o.method);
+  visit(OptionField{"method", "--method",
+                    "rtn, gptq, boa or turboboa (default turboboa with two-stage scales: the best "
+                    "we measured at every width)",
+                    "method", false, false, false},
+        o.method);
   visit(OptionField{"joint_rows", "--joint-rows",
                     "turboboa: out-channels of a head quantized jointly (boa: 1)", "joint_rows"},
         o.joint_rows);
@@ -125,10 +134,11 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
                     "(default: 0.25 for turboboa, 0 otherwise)",
                     "residual_alpha", false, false, false},
         o.residual_alpha);
-  visit(OptionField{"no_value_block", "--no-value-block",
-                    "boa/turboboa: W_v with the shared input Hessian instead of per-head "
-                    "attention-weighted ones (saves a hidden x hidden matrix per kv head)",
-                    "value_block", true},
+  visit(OptionField{"value_block", "--value-block",
+                    "boa/turboboa: W_v with per-head attention-weighted Hessians (BoA's value block; "
+                    "a hidden x hidden matrix per kv head) instead of the shared input Hessian, "
+                    "which measured better with two-stage scales",
+                    "value_block"},
         o.value_block);
   visit(OptionField{"value_damp", "--value-damp",
                     "boa/turboboa: damping of the value-block Hessians as a fraction of their "
@@ -152,8 +162,9 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
                     "qk_hessian"},
         o.qk_hessian);
   visit(OptionField{"refine_iters", "--refine-iters",
-                    "coordinate-descent sweeps refining group scales after quantization (0: off)",
-                    "refine_iters"},
+                    "coordinate-descent sweeps refining group scales after quantization, two-stage "
+                    "scales' stage 2 (default 2, rtn 0; 0: off, as classic GPTQ)",
+                    "refine_iters", false, false, false},
         o.refine_iters);
   visit(OptionField{"requant_passes", "--requant-passes",
                     "after refining, quantize again on the refined scales this many times; each "
@@ -161,9 +172,10 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
                     "requant_passes"},
         o.requant_passes);
   visit(OptionField{"scale_init", "--scale-init",
-                    "group scales before quantizing: minmax, hessian (diag(H)-weighted search) or "
-                    "hessian-block (the group's full H block)",
-                    "scale_init"},
+                    "group scales before quantizing: minmax (classic GPTQ), hessian (diag(H)-weighted "
+                    "search, two-stage scales' stage 1; the default, rtn: minmax) or hessian-block "
+                    "(the group's full H block)",
+                    "scale_init", false, false, false},
         o.scale_init);
   visit(OptionField{"bits", "--bits", "2, 3, 4 or 8", "bits"}, o.gptq.grid.bits);
   visit(OptionField{"format", "--format",
@@ -213,6 +225,9 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
 inline constexpr int64_t kMaxCalibrationTokens = int64_t{1} << 25;
 inline constexpr int64_t kMaxSequenceLength = int64_t{1} << 20;
 inline constexpr int kMaxRefineIters = 64;
+// Stage-2 sweeps of the two-stage scales when --refine-iters is unset: two measured as good as four
+// (docs/results.md) at half the cost.
+inline constexpr int kDefaultRefineIters = 2;
 inline constexpr int kMaxRequantPasses = 8;
 
 // Checks options against the model: method, bits, group size dividing every layer's input size,

@@ -24,15 +24,15 @@ absl::StatusOr<QuantizePlan> ResolvePlan(const QuantizeOptions& o, const ModelCo
 
   LayerSettings& layer = plan.layer;
   layer.gptq = o.gptq;
-  if (o.scale_init == "hessian" || o.scale_init == "hessian-block") {
+  if (resolved.scale_init == "hessian" || resolved.scale_init == "hessian-block") {
     layer.gptq.grid.mse = true;
     layer.gptq.grid.hessian_search = true;
-    layer.gptq.grid.hessian_block = o.scale_init == "hessian-block";
+    layer.gptq.grid.hessian_block = resolved.scale_init == "hessian-block";
   }
   // The classic GPTQ format stores zero - 1: keep asymmetric zeros >= 1 (docs/formats.md).
   if (plan.format == CheckpointFormat::kGptq && !layer.gptq.grid.sym) layer.gptq.grid.min_zero = 1;
   layer.joint_rows = resolved.joint_rows;
-  layer.refine_iters = o.refine_iters;
+  layer.refine_iters = resolved.refine_iters;
   layer.requant_passes = o.requant_passes;
   layer.rtn = plan.method == Method::kRtn;
   layer.value_damp = o.value_damp >= 0 ? o.value_damp : o.gptq.damp;

@@ -1,5 +1,6 @@
 // The job flags derived from the option list: every option with a flag is accepted, sets its member,
-// and the negated flags (--no-value-block, --no-sequential, --skip-fp-eval) clear theirs.
+// and the negated flags (--no-sequential, --skip-fp-eval) clear theirs; --no-value-block, the
+// default's old flag, is still accepted (hidden).
 #include "client/quantize_flags.h"
 
 #include <gtest/gtest.h>
@@ -27,7 +28,7 @@ TEST(QuantizeFlagsTest, EveryFlagSetsItsOption) {
   CLI::App app;
   AddQuantizeFlags(&app, &o);
   ASSERT_EQ(Parse(app, {"--model", "/m", "--calib", "/c.txt", "--out", "/o", "--method", "turboboa",
-                        "--joint-rows", "8", "--residual-alpha", "0.5", "--no-value-block",
+                        "--joint-rows", "8", "--residual-alpha", "0.5", "--value-block",
                         "--value-damp", "0.1", "--act-order-rows", "--no-sequential", "--qk-hessian",
                         "softmax", "--refine-iters", "2", "--requant-passes", "1", "--scale-init",
                         "hessian", "--bits", "3", "--format", "dequantized", "--group-size", "64",
@@ -42,7 +43,7 @@ TEST(QuantizeFlagsTest, EveryFlagSetsItsOption) {
   EXPECT_EQ(o.method, "turboboa");
   EXPECT_EQ(o.joint_rows, 8);
   EXPECT_EQ(o.residual_alpha, 0.5);
-  EXPECT_FALSE(o.value_block);
+  EXPECT_TRUE(o.value_block);
   EXPECT_EQ(o.value_damp, 0.1);
   EXPECT_TRUE(o.act_order_rows);
   EXPECT_FALSE(o.sequential);
@@ -79,7 +80,9 @@ TEST(QuantizeFlagsTest, UnsetFlagsKeepTheDefaultsAndPathsAreRequired) {
   EXPECT_EQ(o.method, defaults.method);
   EXPECT_EQ(o.gptq.grid.bits, defaults.gptq.grid.bits);
   EXPECT_EQ(o.gptq.group_size, defaults.gptq.group_size);
-  EXPECT_TRUE(o.value_block);
+  EXPECT_FALSE(o.value_block);
+  EXPECT_EQ(o.refine_iters, defaults.refine_iters);
+  EXPECT_EQ(o.scale_init, defaults.scale_init);
   EXPECT_TRUE(o.sequential);
   EXPECT_TRUE(o.eval_fp);
   QuantizeOptions p;
@@ -88,7 +91,25 @@ TEST(QuantizeFlagsTest, UnsetFlagsKeepTheDefaultsAndPathsAreRequired) {
   EXPECT_NE(Parse(missing, {"--model", "/m", "--calib", "/c"}), 0);  // no --out
 }
 
-// The flags are exactly the option list's: none lost, none added by hand.
+// Command lines from before the value block was off by default keep their meaning; both at once are
+// refused.
+TEST(QuantizeFlagsTest, OldNoValueBlockFlagIsTheDefault) {
+  QuantizeOptions o;
+  o.value_block = true;  // as the old default was
+  CLI::App app;
+  AddQuantizeFlags(&app, &o);
+  ASSERT_EQ(Parse(app, {"--model", "/m", "--calib", "/c", "--out", "/o", "--no-value-block"}), 0);
+  EXPECT_FALSE(o.value_block);
+  QuantizeOptions p;
+  CLI::App both;
+  AddQuantizeFlags(&both, &p);
+  EXPECT_NE(Parse(both, {"--model", "/m", "--calib", "/c", "--out", "/o", "--value-block",
+                         "--no-value-block"}),
+            0);
+}
+
+// The flags are exactly the option list's (and the hidden old --no-value-block): none lost, none
+// added by hand.
 TEST(QuantizeFlagsTest, FlagsAreTheOptionListsFlags) {
   QuantizeOptions o;
   CLI::App app;
@@ -98,6 +119,7 @@ TEST(QuantizeFlagsTest, FlagsAreTheOptionListsFlags) {
     for (const std::string& name : opt->get_lnames()) registered.insert("--" + name);
   }
   registered.erase("--help");
+  registered.erase("--no-value-block");
   std::set<std::string> listed;
   VisitQuantizeOptions(o, [&](const OptionField& f, const auto&) {
     if (!f.flag.empty()) listed.insert(std::string(f.flag));

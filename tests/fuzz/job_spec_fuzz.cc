@@ -68,7 +68,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!std::isfinite(o.gptq.damp) || o.gptq.damp < 0) __builtin_trap();
   if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) __builtin_trap();
   if (!std::isfinite(o.value_damp)) __builtin_trap();
-  if (o.joint_rows < 1 || o.refine_iters < 0 || o.refine_iters > ptq::kMaxRefineIters) {
+  const ptq::QuantizeOptions resolved = ptq::ResolveQuantizeOptions(o);  // method defaults applied
+  if (o.joint_rows < 1 || resolved.refine_iters < 0 || resolved.refine_iters > ptq::kMaxRefineIters ||
+      resolved.scale_init.empty()) {
     __builtin_trap();
   }
   if (o.requant_passes < 0 || o.requant_passes > ptq::kMaxRequantPasses) __builtin_trap();

@@ -60,7 +60,7 @@ TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
   o.eval_fp = false;
   o.method = "turboboa";
   o.joint_rows = 8;
-  o.refine_iters = 2;
+  o.refine_iters = 0;  // zero is "off", not "the method's default"
   o.requant_passes = 3;
   o.scale_init = "hessian";
   o.format = "dequantized";
@@ -80,7 +80,7 @@ TEST(QuantizeSpecTest, OptionsSurviveTheRoundTrip) {
   o.partial_groups = true;
   o.batch_windows = 2;
   o.residual_alpha = 0;  // zero is "off", not "the method's default"
-  o.value_block = false;
+  o.value_block = true;  // not the default
   o.sequential = false;
   o.qk_hessian = "softmax";
   o.value_damp = 0;  // zero is a value, not "as --damp"
@@ -154,7 +154,10 @@ TEST(QuantizeSpecTest, RefusesNonFiniteNumbersAndSizesBeyondTheLimits) {
   EXPECT_NE(refused([](v1::JobSpec& s) { s.set_value_damp(std::nan("")); }).find("value-damp"),
             std::string::npos);
   // Row order by H_out needs an H_out: refused for GPTQ, accepted for TurboBoA.
-  EXPECT_NE(refused([](v1::JobSpec& s) { s.set_act_order_rows(true); }).find("--act-order-rows"),
+  EXPECT_NE(refused([](v1::JobSpec& s) {
+              s.set_method("gptq");
+              s.set_act_order_rows(true);
+            }).find("--act-order-rows"),
             std::string::npos);
   v1::JobSpec rows_spec = good;
   rows_spec.set_method("turboboa");

@@ -56,11 +56,30 @@ TEST(QuantizeOptionsTest, CheckpointRecordResolvesMethodDefaults) {
   EXPECT_EQ(g["value_damp"], -1.0);
   EXPECT_EQ(g["joint_rows"], 16);
 
+  // Two-stage scales by default for every method with a Hessian, none for rtn.
+  EXPECT_EQ(g["refine_iters"], kDefaultRefineIters);
+  EXPECT_EQ(g["scale_init"], "hessian");
+  const nlohmann::json r = CheckpointOptionsJson(Options("rtn"));
+  EXPECT_EQ(r["refine_iters"], 0);
+  EXPECT_EQ(r["scale_init"], "minmax");
+  QuantizeOptions classic = Options("gptq");
+  classic.act_order_rows = false;
+  classic.refine_iters = 0;  // zero is "off", not "the default"
+  classic.scale_init = "minmax";
+  const nlohmann::json c = CheckpointOptionsJson(classic);
+  EXPECT_EQ(c["refine_iters"], 0);
+  EXPECT_EQ(c["scale_init"], "minmax");
+
   const nlohmann::json t = CheckpointOptionsJson(Options("turboboa"));
   EXPECT_EQ(t["residual_alpha"], 0.25);  // TurboBoA's default correction
-  EXPECT_EQ(t["value_block"], true);
-  EXPECT_EQ(t["value_damp"], 0.01);     // as --damp
+  EXPECT_EQ(t["value_block"], false);    // the shared H_in by default
+  EXPECT_EQ(t["value_damp"], -1.0);
   EXPECT_EQ(t["qk_hessian"], "moment");
+  QuantizeOptions with_block = Options("turboboa");
+  with_block.value_block = true;
+  const nlohmann::json tv = CheckpointOptionsJson(with_block);
+  EXPECT_EQ(tv["value_block"], true);
+  EXPECT_EQ(tv["value_damp"], 0.01);  // as --damp
 
   QuantizeOptions boa = Options("boa");
   boa.joint_rows = 8;
@@ -93,6 +112,7 @@ TEST(QuantizeOptionsTest, PlanDerivesEverySettingOnce) {
   EXPECT_EQ(plan->options_json, CheckpointOptionsJson(o).dump());
 
   QuantizeOptions sym = Options("gptq");
+  sym.scale_init = "minmax";
   sym.gptq.grid.sym = true;
   sym.format = "dequantized";
   auto sym_plan = ResolvePlan(sym, SmallConfig());
@@ -100,6 +120,13 @@ TEST(QuantizeOptionsTest, PlanDerivesEverySettingOnce) {
   EXPECT_EQ(sym_plan->layer.gptq.grid.min_zero, 0);
   EXPECT_FALSE(sym_plan->layer.gptq.grid.mse);
   EXPECT_EQ(sym_plan->format, CheckpointFormat::kDequantized);
+  EXPECT_EQ(sym_plan->layer.refine_iters, kDefaultRefineIters);
+
+  auto default_plan = ResolvePlan(Options("gptq"), SmallConfig());  // two-stage scales by default
+  ASSERT_TRUE(default_plan.ok());
+  EXPECT_TRUE(default_plan->layer.gptq.grid.hessian_search);
+  EXPECT_FALSE(default_plan->layer.gptq.grid.hessian_block);
+  EXPECT_EQ(default_plan->layer.refine_iters, kDefaultRefineIters);
 }
 
 TEST(QuantizeOptionsTest, DeviceNames) {
