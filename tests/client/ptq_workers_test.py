@@ -41,7 +41,7 @@ def main():
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     base = [ptq, "quantize", "--model", model, "--calib", f"{data}/calib.txt", "--method", "turboboa",
             "--bits", "2", "--group-size", "64", "--samples", "24", "--seq-len", "64",
-            "--refine-iters", "1"]
+            "--refine-iters", "1", "--value-block"]
     errors = []
     try:
         for n in (1, 2, 3):

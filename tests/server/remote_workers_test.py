@@ -38,7 +38,7 @@ errors = []
 SMALL = ["--group-size", "64", "--samples", "24", "--seq-len", "64"]
 JOBS = {
     "gptq": ["--method", "gptq", "--bits", "4"] + SMALL,
-    "turboboa": ["--method", "turboboa", "--bits", "2", "--refine-iters", "1"] + SMALL,
+    "turboboa": ["--method", "turboboa", "--bits", "2", "--refine-iters", "1", "--value-block"] + SMALL,
     # Long enough (8 blocks of work at 48 x 128 tokens) to act on while it runs.
     "long": ["--method", "turboboa", "--bits", "2", "--refine-iters", "1", "--group-size", "64",
              "--samples", "48", "--seq-len", "128"],

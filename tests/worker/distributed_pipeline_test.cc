@@ -41,6 +41,7 @@ QuantizeOptions Options(const std::string& method, const std::string& out) {
   o.gptq.group_size = 64;
   if (method == "turboboa") {
     o.refine_iters = 1;
+    o.value_block = true;  // its per-head sums are sharded and reduced too
     o.requant_passes = 1;  // per-unit choice between passes: must not depend on the group size
     o.residual_alpha = 0.25;
     o.qk_hessian = "softmax";  // its per-head sums are all-reduced like the others

@@ -25,8 +25,12 @@ std::string TempDir(const std::string& name) {
   return p.string();
 }
 
+// Classic GPTQ (the pipeline's mechanics, cheaply); tests of other methods set theirs.
 QuantizeOptions DemoOptions(const std::string& out) {
   QuantizeOptions o;
+  o.method = "gptq";
+  o.scale_init = "minmax";
+  o.refine_iters = 0;
   o.model_dir = testing::DemoModelDir();
   o.calib_path = testing::DemoCalibText();
   o.out_dir = out;
