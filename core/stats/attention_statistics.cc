@@ -23,6 +23,8 @@ AttentionStatistics::AttentionStatistics(const ModelConfig& config, int64_t seq_
 
 void AttentionStatistics::OnAttention(const AttentionInternals& in) {
   tokens_ += in.keys.size(0) * in.keys.size(2);
+  if (in.q_norm.defined() && !q_gain_.defined()) q_gain_ = in.q_norm.to(at::kDouble).cpu();
+  if (in.k_norm.defined() && !k_gain_.defined()) k_gain_ = in.k_norm.to(at::kDouble).cpu();
   if (kind_ == QkHessian::kSoftmax) {
     AddSoftmax(in);
     return;
@@ -84,13 +86,21 @@ at::Tensor AttentionStatistics::RotateBackEach(const at::Tensor& m) const {
   return at::matmul(at::matmul(rt.transpose(1, 2), m), rt).sum(-3);
 }
 
+at::Tensor AttentionStatistics::ThroughNorm(const at::Tensor& m, const at::Tensor& gain) {
+  if (!gain.defined()) return m;
+  at::Tensor g = gain.to(m.device());
+  return g.unsqueeze(1) * m * g.unsqueeze(0);
+}
+
 std::vector<at::Tensor> AttentionStatistics::QueryOutputHessians() const {
   const int64_t rep = config_.num_attention_heads / config_.num_key_value_heads;
   const double n = static_cast<double>(std::max<int64_t>(tokens_, 1));
   std::vector<at::Tensor> out;
   if (kind_ == QkHessian::kSoftmax) {
     const at::Tensor sum = key_sum_.Value() / n;  // already rotated back; weights sum to 1 per query
-    for (int64_t h = 0; h < config_.num_attention_heads; ++h) out.push_back(sum[h]);
+    for (int64_t h = 0; h < config_.num_attention_heads; ++h) {
+      out.push_back(ThroughNorm(sum[h], q_gain_));
+    }
     return out;
   }
   at::Tensor moment = key_sum_.Value() / n;  // [kv, hd, hd]
@@ -99,7 +109,7 @@ std::vector<at::Tensor> AttentionStatistics::QueryOutputHessians() const {
     moment = moment - mean.unsqueeze(2) * mean.unsqueeze(1);
   }
   for (int64_t h = 0; h < config_.num_attention_heads; ++h) {
-    out.push_back(RotateBack(moment[h / rep]));
+    out.push_back(ThroughNorm(RotateBack(moment[h / rep]), q_gain_));
   }
   return out;
 }
@@ -109,7 +119,8 @@ std::vector<at::Tensor> AttentionStatistics::KeyOutputHessians() const {
   std::vector<at::Tensor> out;
   const at::Tensor query_sum = query_sum_.Value() / std::max<int64_t>(tokens_ * rep, 1);
   for (int64_t g = 0; g < config_.num_key_value_heads; ++g) {
-    out.push_back(kind_ == QkHessian::kSoftmax ? query_sum[g] : RotateBack(query_sum[g]));
+    out.push_back(ThroughNorm(kind_ == QkHessian::kSoftmax ? query_sum[g] : RotateBack(query_sum[g]),
+                              k_gain_));
   }
   return out;
 }

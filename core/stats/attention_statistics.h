@@ -3,6 +3,12 @@
 // RoPE'd queries of the heads sharing it (grouped-query attention), both rotated back through the
 // RoPE matrix of each position and averaged over positions. Kept as sums plus a count so workers can
 // all-reduce them; Finalize does the rotation once, at the end.
+//
+// With Qwen3's per-head RMSNorm between the projection and RoPE the queries and keys are taken after
+// the norm, where the scores are formed, and H_out is carried back to the projection's output
+// through the norm's Jacobian without its per-token parts: diag(g) H diag(g) for the gains g (the
+// 1/rms scale and the projection off the vector's own direction are dropped; a common scale does not
+// change the compensation).
 #pragma once
 
 #include <cstdint>
@@ -37,8 +43,11 @@ class AttentionStatistics final : public BlockObserver {
   // sum_i R_i^T m_i R_i over the position axis of m: [..., T, hd, hd] -> [..., hd, hd].
   at::Tensor RotateBackEach(const at::Tensor& m) const;
   void AddSoftmax(const AttentionInternals& in);
+  // diag(gain) m diag(gain) for each [hd, hd] matrix; m itself without a gain.
+  static at::Tensor ThroughNorm(const at::Tensor& m, const at::Tensor& gain);
   ModelConfig config_;
   QkHessian kind_;
+  at::Tensor q_gain_, k_gain_;  // float64 per-head norm gains (Qwen3), from the first batch
   at::Tensor rotations_;  // [T, hd, hd]: R_i, the RoPE rotation at position i
   // kMoment/kCovariance: per kv head, sum over tokens of k k^T, of q q^T over the sharing heads
   // ([kv, hd, hd]) and of k ([kv, hd]). kSoftmax: per query head the rotated-back
