@@ -19,12 +19,15 @@ AttentionStatistics::AttentionStatistics(const ModelConfig& config, int64_t seq_
   key_sum_ = ExactSum({key_heads, hd, hd}, device);
   query_sum_ = ExactSum({config.num_key_value_heads, hd, hd}, device);
   key_mean_sum_ = ExactSum({config.num_key_value_heads, hd}, device);
+  gain_sum_ = ExactSum({2, hd}, device);
 }
 
 void AttentionStatistics::OnAttention(const AttentionInternals& in) {
-  tokens_ += in.keys.size(0) * in.keys.size(2);
-  if (in.q_norm.defined() && !q_gain_.defined()) q_gain_ = in.q_norm.to(at::kDouble).cpu();
-  if (in.k_norm.defined() && !k_gain_.defined()) k_gain_ = in.k_norm.to(at::kDouble).cpu();
+  const int64_t tokens = in.keys.size(0) * in.keys.size(2);
+  tokens_ += tokens;
+  if (config_.qk_norm) {
+    gain_sum_.Add(at::stack({in.q_norm, in.k_norm}).to(at::kDouble) * static_cast<double>(tokens));
+  }
   if (kind_ == QkHessian::kSoftmax) {
     AddSoftmax(in);
     return;
@@ -86,9 +89,10 @@ at::Tensor AttentionStatistics::RotateBackEach(const at::Tensor& m) const {
   return at::matmul(at::matmul(rt.transpose(1, 2), m), rt).sum(-3);
 }
 
-at::Tensor AttentionStatistics::ThroughNorm(const at::Tensor& m, const at::Tensor& gain) {
-  if (!gain.defined()) return m;
-  at::Tensor g = gain.to(m.device());
+at::Tensor AttentionStatistics::ThroughNorm(const at::Tensor& m, int64_t row) const {
+  if (!config_.qk_norm) return m;
+  at::Tensor g = (gain_sum_.Value()[row] / static_cast<double>(std::max<int64_t>(tokens_, 1)))
+                     .to(m.device());
   return g.unsqueeze(1) * m * g.unsqueeze(0);
 }
 
@@ -99,7 +103,7 @@ std::vector<at::Tensor> AttentionStatistics::QueryOutputHessians() const {
   if (kind_ == QkHessian::kSoftmax) {
     const at::Tensor sum = key_sum_.Value() / n;  // already rotated back; weights sum to 1 per query
     for (int64_t h = 0; h < config_.num_attention_heads; ++h) {
-      out.push_back(ThroughNorm(sum[h], q_gain_));
+      out.push_back(ThroughNorm(sum[h], 0));
     }
     return out;
   }
@@ -109,7 +113,7 @@ std::vector<at::Tensor> AttentionStatistics::QueryOutputHessians() const {
     moment = moment - mean.unsqueeze(2) * mean.unsqueeze(1);
   }
   for (int64_t h = 0; h < config_.num_attention_heads; ++h) {
-    out.push_back(ThroughNorm(RotateBack(moment[h / rep]), q_gain_));
+    out.push_back(ThroughNorm(RotateBack(moment[h / rep]), 0));
   }
   return out;
 }
@@ -120,7 +124,7 @@ std::vector<at::Tensor> AttentionStatistics::KeyOutputHessians() const {
   const at::Tensor query_sum = query_sum_.Value() / std::max<int64_t>(tokens_ * rep, 1);
   for (int64_t g = 0; g < config_.num_key_value_heads; ++g) {
     out.push_back(ThroughNorm(kind_ == QkHessian::kSoftmax ? query_sum[g] : RotateBack(query_sum[g]),
-                              k_gain_));
+                              1));
   }
   return out;
 }

@@ -35,7 +35,7 @@ class AttentionStatistics final : public BlockObserver {
   std::vector<at::Tensor> KeyOutputHessians() const;
 
   // Sums kept for merging (all-reduce), and the token count.
-  std::vector<ExactSum*> sums() { return {&key_sum_, &query_sum_, &key_mean_sum_}; }
+  std::vector<ExactSum*> sums() { return {&key_sum_, &query_sum_, &key_mean_sum_, &gain_sum_}; }
   int64_t& tokens() { return tokens_; }
 
  private:
@@ -43,11 +43,13 @@ class AttentionStatistics final : public BlockObserver {
   // sum_i R_i^T m_i R_i over the position axis of m: [..., T, hd, hd] -> [..., hd, hd].
   at::Tensor RotateBackEach(const at::Tensor& m) const;
   void AddSoftmax(const AttentionInternals& in);
-  // diag(gain) m diag(gain) for each [hd, hd] matrix; m itself without a gain.
-  static at::Tensor ThroughNorm(const at::Tensor& m, const at::Tensor& gain);
+  // diag(g) m diag(g) with g the query (row 0) or key (row 1) norm gains; m without q/k norms.
+  at::Tensor ThroughNorm(const at::Tensor& m, int64_t row) const;
   ModelConfig config_;
   QkHessian kind_;
-  at::Tensor q_gain_, k_gain_;  // float64 per-head norm gains (Qwen3), from the first batch
+  // config.qk_norm: the q (row 0) and k (row 1) norm gains times the tokens of each batch, so a rank
+  // that saw no batch still gets them through the all-reduce ([2, hd]).
+  ExactSum gain_sum_;
   at::Tensor rotations_;  // [T, hd, hd]: R_i, the RoPE rotation at position i
   // kMoment/kCovariance: per kv head, sum over tokens of k k^T, of q q^T over the sharing heads
   // ([kv, hd, hd]) and of k ([kv, hd]). kSoftmax: per query head the rotated-back

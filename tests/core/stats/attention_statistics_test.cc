@@ -81,6 +81,57 @@ TEST(AttentionStatisticsTest, OutputHessiansGiveTheScoreErrorWithGroupedQueryHea
   }
 }
 
+// Qwen3: q and k pass a per-head RMSNorm with gains g before RoPE. A change d of the normalized
+// vector (before the gain) moves the score by (R_i (g * d)) . k_j exactly, so d^T H_out d must equal
+// the brute-force score error of g * d: H_out is carried through the gain (the 1/rms factor, common
+// to a head's rows, and the radial projection are what the statistics leave out).
+TEST(AttentionStatisticsTest, QkNormGainsCarryTheOutputHessiansBackThroughTheNorm) {
+  const ModelConfig c = TinyConfig();
+  const int64_t batch = 2, tokens = 5, hd = c.head_dim;
+  RopeTable rope = BuildRopeTable(c, tokens);
+  at::manual_seed(4);
+  at::Tensor q = ApplyRope(at::randn({batch, c.num_attention_heads, tokens, hd}), rope);
+  at::Tensor k = ApplyRope(at::randn({batch, c.num_key_value_heads, tokens, hd}), rope);
+  at::Tensor v = at::randn({batch, c.num_key_value_heads, tokens, hd});
+  at::Tensor p = at::softmax(at::randn({batch, c.num_attention_heads, tokens, tokens}), -1);
+  at::Tensor gq = 1 + at::rand({hd}) * 2, gk = 0.5 + at::rand({hd});
+  for (QkHessian kind : {QkHessian::kMoment, QkHessian::kSoftmax}) {
+    ModelConfig qwen3 = c;
+    qwen3.qk_norm = true;
+    AttentionStatistics plain(c, tokens, kind), normed(qwen3, tokens, kind);
+    plain.OnAttention({q, k, v, p});
+    // Two batches: the gains come back from their token-weighted sum.
+    normed.OnAttention({q.narrow(0, 0, 1), k.narrow(0, 0, 1), v.narrow(0, 0, 1), p.narrow(0, 0, 1),
+                        gq, gk});
+    normed.OnAttention({q.narrow(0, 1, 1), k.narrow(0, 1, 1), v.narrow(0, 1, 1), p.narrow(0, 1, 1),
+                        gq, gk});
+    std::vector<at::Tensor> hq = normed.QueryOutputHessians(), hq0 = plain.QueryOutputHessians();
+    std::vector<at::Tensor> hk = normed.KeyOutputHessians(), hk0 = plain.KeyOutputHessians();
+    for (int trial = 0; trial < 3; ++trial) {
+      at::Tensor d = at::randn({hd}, at::kDouble);
+      at::Tensor dq = d * gq.to(at::kDouble), dk = d * gk.to(at::kDouble);
+      for (int64_t h = 0; h < c.num_attention_heads; ++h) {
+        const double want = at::dot(dq, at::mv(hq0[h], dq)).item<double>();
+        EXPECT_NEAR(at::dot(d, at::mv(hq[h], d)).item<double>(), want, 1e-8 * want) << h;
+        if (kind == QkHessian::kMoment) {
+          at::Tensor keys = k.select(1, h / 2).reshape({-1, hd}).to(at::kDouble);
+          const double brute = ScoreErrorByBruteForce(dq, keys, rope, tokens);
+          EXPECT_NEAR(at::dot(d, at::mv(hq[h], d)).item<double>(), brute, 1e-4 * brute) << h;
+        }
+      }
+      for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
+        const double want = at::dot(dk, at::mv(hk0[g], dk)).item<double>();
+        EXPECT_NEAR(at::dot(d, at::mv(hk[g], d)).item<double>(), want, 1e-8 * want) << g;
+        if (kind == QkHessian::kMoment) {
+          at::Tensor queries = q.narrow(1, 2 * g, 2).reshape({-1, hd}).to(at::kDouble);
+          const double brute = ScoreErrorByBruteForce(dk, queries, rope, tokens);
+          EXPECT_NEAR(at::dot(d, at::mv(hk[g], d)).item<double>(), brute, 1e-4 * brute) << g;
+        }
+      }
+    }
+  }
+}
+
 // kSoftmax: d^T H_out d must be the mean over queries of e^T (diag(p) - p p^T) e, where e are the
 // query's score errors against the keys of its own window (q), or, for k, the mean over the
 // sharing heads' (query, key) pairs of p_ij e_ij^2.
