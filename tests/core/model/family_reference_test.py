@@ -16,6 +16,8 @@ model of that layout (config.json + model.safetensors) and checks:
    reported; the same job written dequantized gives, through the reference forward, the perplexity
    `ptq eval` measures on it.
 3. Configs with a field that changes the computation and is not implemented are refused by name.
+4. A model folder with a tokenizer.json: `ptq eval` of a text gives what it gives on the ids Hugging
+   Face's tokenizers produced for that text (tests/common/tokenizer_json/expected.json).
 
 Usage: family_reference_test.py PTQ_BINARY
 """
@@ -124,11 +126,11 @@ def layer_types(cfg):
     return ["full_attention"] * n
 
 
-def inv_freq(cfg, dim):
+def inv_freq(cfg, dim, drop=None):
     """modeling_rope_utils: default, linear and llama3 rope_type."""
     base = cfg.get("rope_theta", 10000.0)
     freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    rs = cfg.get("rope_scaling") or {}
+    rs = (cfg.get("rope_scaling") or {}) if drop != "rope_scaling" else {}
     kind = rs.get("rope_type", rs.get("type", "default"))
     if kind == "linear":
         freq = freq / rs["factor"]
@@ -156,14 +158,15 @@ def rotate_half(x):
 
 
 def reference_logits(cfg, w, ids, drop=None):
-    """ids: [batch, T]. drop: the family feature to leave out ("window", "qk_norm", "bias")."""
+    """ids: [batch, T]. drop: the family feature to leave out ("window", "qk_norm", "bias",
+    "rope_scaling")."""
     d, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads", heads)
     hd = cfg.get("head_dim") or d // heads
     eps = cfg["rms_norm_eps"]
     b, t = ids.shape
     pos = torch.arange(t).float()
-    freqs = torch.outer(pos, inv_freq(cfg, hd))
+    freqs = torch.outer(pos, inv_freq(cfg, hd, drop))
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos(), emb.sin()
     types = layer_types(cfg)
@@ -228,7 +231,7 @@ def random_model(cfg, seed):
     def gain(n):
         return 1 + r(n, scale=0.3)
 
-    w = {"model.embed_tokens.weight": r(cfg["vocab_size"], d, scale=1.0),
+    w = {"model.embed_tokens.weight": r(cfg["vocab_size"], d, scale=0.5),
          "model.norm.weight": gain(d)}
     if not cfg.get("tie_word_embeddings"):
         w["lm_head.weight"] = r(cfg["vocab_size"], d)
@@ -273,7 +276,7 @@ def ptq_eval(ptq, model, ids_file):
     return json.loads(r.stdout.strip().splitlines()[-1])["perplexity"]
 
 
-FEATURE = {"mistral": "window", "qwen2": "window", "qwen3": "qk_norm"}
+FEATURE = {"llama3": "rope_scaling", "mistral": "window", "qwen2": "window", "qwen3": "qk_norm"}
 failures = []
 
 
@@ -374,6 +377,35 @@ def refusals(ptq, tmp, tokens, ids_file):
         check(r.returncode != 0 and extra in r.stderr + r.stdout, f"refused: tensor {extra}")
 
 
+def tokenizer_json(ptq, tmp):
+    """A Qwen3 folder with a tokenizer.json (the fixture's Qwen2-layout one, as Qwen3 ships):
+    `ptq eval` on the text equals `ptq eval` on the ids Hugging Face's tokenizers gave for it."""
+    fixture = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "common",
+                           "tokenizer_json")
+    with open(os.path.join(fixture, "texts.json"), encoding="utf-8") as f:
+        texts = json.load(f)
+    with open(os.path.join(fixture, "expected.json"), encoding="utf-8") as f:
+        cases = json.load(f)["cases"]
+    text_index = max(range(len(texts)), key=lambda i: len(texts[i]))
+    ids = next(c["ids"] for c in cases
+               if c["tokenizer"] == "qwen2.tokenizer.json" and c["text"] == text_index)
+    cfg = dict(FAMILIES["qwen3"], vocab_size=max(ids) + 64)
+    folder = os.path.join(tmp, "qwen3-tokenizer")
+    write_model(folder, cfg, random_model(cfg, seed=3))
+    with open(os.path.join(fixture, "qwen2.tokenizer.json"), "rb") as src, \
+            open(os.path.join(folder, "tokenizer.json"), "wb") as dst:
+        dst.write(src.read())
+    text_file = os.path.join(tmp, "text.txt")
+    with open(text_file, "w", encoding="utf-8") as f:
+        f.write(texts[text_index])
+    ids_file = os.path.join(tmp, "reference.ids")
+    with open(ids_file, "w") as f:
+        f.write(" ".join(map(str, ids)) + "\n")
+    from_text, from_ids = ptq_eval(ptq, folder, text_file), ptq_eval(ptq, folder, ids_file)
+    check(from_text == from_ids,
+          f"tokenizer.json: eval of the text {from_text:.6f} = eval of the reference ids {from_ids:.6f}")
+
+
 def main():
     ptq = sys.argv[1]
     only = sys.argv[2:]  # optional family names
@@ -388,6 +420,8 @@ def main():
             family(ptq, tmp, name, cfg, tokens, ids_file)
     if not only or "refusals" in only:
         refusals(ptq, tmp, tokens, ids_file)
+    if not only or "tokenizer" in only:
+        tokenizer_json(ptq, tmp)
     if failures:
         print(f"{len(failures)} failed")
         sys.exit(1)

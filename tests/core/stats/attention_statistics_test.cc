@@ -100,7 +100,8 @@ TEST(AttentionStatisticsTest, QkNormGainsCarryTheOutputHessiansBackThroughTheNor
     qwen3.qk_norm = true;
     AttentionStatistics plain(c, tokens, kind), normed(qwen3, tokens, kind);
     plain.OnAttention({q, k, v, p});
-    // Two batches: the gains come back from their token-weighted sum.
+    // Two batches (float32 sums in the softmax form: 1e-5): the gains come back from their
+    // token-weighted sum.
     normed.OnAttention({q.narrow(0, 0, 1), k.narrow(0, 0, 1), v.narrow(0, 0, 1), p.narrow(0, 0, 1),
                         gq, gk});
     normed.OnAttention({q.narrow(0, 1, 1), k.narrow(0, 1, 1), v.narrow(0, 1, 1), p.narrow(0, 1, 1),
@@ -112,7 +113,7 @@ TEST(AttentionStatisticsTest, QkNormGainsCarryTheOutputHessiansBackThroughTheNor
       at::Tensor dq = d * gq.to(at::kDouble), dk = d * gk.to(at::kDouble);
       for (int64_t h = 0; h < c.num_attention_heads; ++h) {
         const double want = at::dot(dq, at::mv(hq0[h], dq)).item<double>();
-        EXPECT_NEAR(at::dot(d, at::mv(hq[h], d)).item<double>(), want, 1e-8 * want) << h;
+        EXPECT_NEAR(at::dot(d, at::mv(hq[h], d)).item<double>(), want, 1e-5 * want) << h;
         if (kind == QkHessian::kMoment) {
           at::Tensor keys = k.select(1, h / 2).reshape({-1, hd}).to(at::kDouble);
           const double brute = ScoreErrorByBruteForce(dq, keys, rope, tokens);
@@ -121,7 +122,7 @@ TEST(AttentionStatisticsTest, QkNormGainsCarryTheOutputHessiansBackThroughTheNor
       }
       for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
         const double want = at::dot(dk, at::mv(hk0[g], dk)).item<double>();
-        EXPECT_NEAR(at::dot(d, at::mv(hk[g], d)).item<double>(), want, 1e-8 * want) << g;
+        EXPECT_NEAR(at::dot(d, at::mv(hk[g], d)).item<double>(), want, 1e-5 * want) << g;
         if (kind == QkHessian::kMoment) {
           at::Tensor queries = q.narrow(1, 2 * g, 2).reshape({-1, hd}).to(at::kDouble);
           const double brute = ScoreErrorByBruteForce(dk, queries, rope, tokens);
