@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "core/stats/attention_statistics.h"
 
 namespace ptq {
@@ -35,15 +37,22 @@ double ScoreErrorByBruteForce(const at::Tensor& d, const at::Tensor& others, con
   return errors.pow(2).mean().item<double>();
 }
 
+// Random RoPE'd queries and keys, values and attention probabilities of one batch.
+std::array<at::Tensor, 4> RandomAttention(const ModelConfig& c, int64_t batch, int64_t tokens,
+                                          const RopeTable& rope) {
+  const int64_t hd = c.head_dim;
+  return {ApplyRope(at::randn({batch, c.num_attention_heads, tokens, hd}), rope),
+          ApplyRope(at::randn({batch, c.num_key_value_heads, tokens, hd}), rope),
+          at::randn({batch, c.num_key_value_heads, tokens, hd}),
+          at::softmax(at::randn({batch, c.num_attention_heads, tokens, tokens}), -1)};
+}
+
 TEST(AttentionStatisticsTest, OutputHessiansGiveTheScoreErrorWithGroupedQueryHeads) {
   const ModelConfig c = TinyConfig();
   const int64_t batch = 3, tokens = 5, hd = c.head_dim;
   RopeTable rope = BuildRopeTable(c, tokens);
   at::manual_seed(0);
-  at::Tensor q = ApplyRope(at::randn({batch, c.num_attention_heads, tokens, hd}), rope);
-  at::Tensor k = ApplyRope(at::randn({batch, c.num_key_value_heads, tokens, hd}), rope);
-  at::Tensor v = at::randn({batch, c.num_key_value_heads, tokens, hd});
-  at::Tensor p = at::softmax(at::randn({batch, c.num_attention_heads, tokens, tokens}), -1);
+  auto [q, k, v, p] = RandomAttention(c, batch, tokens, rope);
   AttentionStatistics stats(c, tokens);
   // Two calls: the sums accumulate like two calibration batches.
   for (int64_t b = 0; b < batch; b += 2) {
@@ -90,10 +99,7 @@ TEST(AttentionStatisticsTest, QkNormGainsCarryTheOutputHessiansBackThroughTheNor
   const int64_t batch = 2, tokens = 5, hd = c.head_dim;
   RopeTable rope = BuildRopeTable(c, tokens);
   at::manual_seed(4);
-  at::Tensor q = ApplyRope(at::randn({batch, c.num_attention_heads, tokens, hd}), rope);
-  at::Tensor k = ApplyRope(at::randn({batch, c.num_key_value_heads, tokens, hd}), rope);
-  at::Tensor v = at::randn({batch, c.num_key_value_heads, tokens, hd});
-  at::Tensor p = at::softmax(at::randn({batch, c.num_attention_heads, tokens, tokens}), -1);
+  auto [q, k, v, p] = RandomAttention(c, batch, tokens, rope);
   at::Tensor gq = 1 + at::rand({hd}) * 2, gk = 0.5 + at::rand({hd});
   for (QkHessian kind : {QkHessian::kMoment, QkHessian::kSoftmax}) {
     ModelConfig qwen3 = c;
