@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/bpe_tokenizer.h"
 #include "common/model_config.h"
 #include "common/sentencepiece_model.h"
 #include "common/status_macros.h"
@@ -55,9 +56,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerForModel(const std::string& 
                                                              int64_t vocab_size) {
   std::string sp_path = model_dir + "/tokenizer.model";
   if (std::filesystem::exists(sp_path)) return SentencePieceTokenizer::Load(sp_path);
+  std::string json_path = model_dir + "/tokenizer.json";
+  if (std::filesystem::exists(json_path)) return LoadByteLevelBpeTokenizer(json_path);
   if (vocab_size == 256) return std::unique_ptr<Tokenizer>(new ByteTokenizer());
   return absl::UnimplementedError(absl::StrCat(
-      "model ", model_dir, " has no tokenizer.model and is not byte-level (vocab_size ", vocab_size,
+      "model ", model_dir, " has neither tokenizer.model nor tokenizer.json and is not byte-level "
+      "(vocab_size ", vocab_size,
       "): pre-tokenise the text into a .ids file (whitespace-separated token ids)"));
 }
 

@@ -1,6 +1,7 @@
-// Text to token ids: bytes for byte-vocabulary models (vocab_size 256, no tokenizer file),
-// SentencePiece where the model folder has tokenizer.model, or files that are already ids
-// (name ending in ".ids": whitespace-separated decimal ids).
+// Text to token ids: SentencePiece where the model folder has tokenizer.model, else Hugging Face's
+// tokenizer.json (byte-level BPE, common/bpe_tokenizer.h), bytes for byte-vocabulary models
+// (vocab_size 256, no tokenizer file), or files that are already ids (name ending in ".ids":
+// whitespace-separated decimal ids).
 #pragma once
 
 #include <cstdint>

@@ -12,6 +12,7 @@ packages=(
   python3 python3-yaml                       # test scripts; offline checks of deploy/
   python3-torch                              # the tests' reference readers and forwards (consumers' code)
   sentencepiece                              # spm_encode, for models with a tokenizer.model
+  libicu-dev                                 # tokenizer.json: pre-tokenizer regexes, NFC
   ccache                                     # reuse objects across the two build variants and clones
   libxxhash-dev                              # the defined hash of resume keys and model fingerprints
   openssl iproute2                           # TLS certificates (tls_test, docs); ip netns (netns test)

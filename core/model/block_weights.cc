@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cstring>
+#include <set>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -51,6 +55,9 @@ BlockWeights BlockWeights::To(c10::Device device) const {
   w.q_bias = to(q_bias);
   w.k_bias = to(k_bias);
   w.v_bias = to(v_bias);
+  w.q_norm = to(q_norm);
+  w.k_norm = to(k_norm);
+  w.attention_window = attention_window;
   return w;
 }
 
@@ -92,7 +99,40 @@ absl::StatusOr<BlockWeights> LoadBlockWeights(const WeightSource& source, const 
     PTQ_ASSIGN_OR_RETURN(w.k_bias, LoadShaped(source, prefix + "self_attn.k_proj.bias", {kvd}));
     PTQ_ASSIGN_OR_RETURN(w.v_bias, LoadShaped(source, prefix + "self_attn.v_proj.bias", {kvd}));
   }
+  if (c.qk_norm) {
+    PTQ_ASSIGN_OR_RETURN(w.q_norm, LoadShaped(source, prefix + "self_attn.q_norm.weight", {c.head_dim}));
+    PTQ_ASSIGN_OR_RETURN(w.k_norm, LoadShaped(source, prefix + "self_attn.k_norm.weight", {c.head_dim}));
+  }
+  w.attention_window = c.AttentionWindow(layer);
   return w;
+}
+
+absl::Status CheckBlockTensorNames(const ModelConfig& c, const std::vector<std::string>& names) {
+  std::set<std::string> known = {"input_layernorm.weight", "post_attention_layernorm.weight"};
+  for (LinearKind kind : kAllLinears) {
+    for (const char* part : {".weight", ".qweight", ".qzeros", ".scales", ".g_idx"}) {
+      known.insert(absl::StrCat(LinearName(kind), part));
+    }
+  }
+  if (c.attention_bias) {
+    for (const char* b : {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"}) {
+      known.insert(b);
+    }
+  }
+  if (c.qk_norm) known.insert({"self_attn.q_norm.weight", "self_attn.k_norm.weight"});
+  for (const std::string& name : names) {
+    if (!absl::StartsWith(name, "model.layers.")) continue;
+    // model.layers.{i}.{rest}
+    const size_t dot = name.find('.', std::strlen("model.layers."));
+    const std::string rest = dot == std::string::npos ? "" : name.substr(dot + 1);
+    if (known.count(rest) == 0) {
+      return absl::UnimplementedError(absl::StrCat(
+          "tensor ", name, " is not part of the ", c.model_type,
+          " block the forward runs (fused projections, attention sinks, experts or biases are not "
+          "implemented)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace ptq

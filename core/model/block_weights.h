@@ -4,6 +4,7 @@
 #include <array>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -29,6 +30,8 @@ struct BlockWeights {
   at::Tensor q, k, v, o;  // [out, in]
   at::Tensor gate, up, down;
   at::Tensor q_bias, k_bias, v_bias;  // undefined when the model has no attention bias
+  at::Tensor q_norm, k_norm;          // [head_dim], Qwen3's per-head norms; undefined otherwise
+  int64_t attention_window = 0;       // this layer's sliding window (ModelConfig::AttentionWindow)
 
   at::Tensor& Linear(LinearKind kind);
   const at::Tensor& Linear(LinearKind kind) const;
@@ -39,5 +42,10 @@ struct BlockWeights {
 // Loads block `layer` and checks every shape against the config.
 absl::StatusOr<BlockWeights> LoadBlockWeights(const WeightSource& source, const ModelConfig& config,
                                               int64_t layer);
+
+// Refuses a model with a block tensor the forward would not read (fused projections, attention
+// sinks, experts, biases the config does not announce, ...), naming it: nothing is skipped silently.
+// Quantized linears may appear as GPTQ's qweight/qzeros/scales/g_idx.
+absl::Status CheckBlockTensorNames(const ModelConfig& config, const std::vector<std::string>& names);
 
 }  // namespace ptq

@@ -25,6 +25,24 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * (x * at::rsqrt(variance + eps));
 }
 
+at::Tensor AttentionMask(int64_t tokens, int64_t window, const at::TensorOptions& options) {
+  at::Tensor masked = at::ones({tokens, tokens}, options.dtype(at::kBool)).triu(1);
+  if (window > 0 && window < tokens) {
+    masked = masked.logical_or(at::ones({tokens, tokens}, options.dtype(at::kBool)).tril(-window));
+  }
+  return masked;
+}
+
+namespace {
+
+// Qwen3's RMSNorm over each head's query or key (x: [batch, tokens, heads, head_dim]); a no-op for
+// families without it.
+at::Tensor HeadNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  return weight.defined() ? RmsNorm(x, weight, eps) : x;
+}
+
+}  // namespace
+
 at::Tensor BlockForward(const at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c,
                         const RopeTable& rope, BlockObserver* observer,
                         std::optional<LinearSlot> stop_after) {
@@ -40,8 +58,10 @@ at::Tensor BlockForward(const at::Tensor& hidden, const BlockWeights& w, const M
 
   at::Tensor x = RmsNorm(hidden, w.input_norm, c.rms_norm_eps);
   if (observe(LinearSlot::kAttnIn, x)) return at::Tensor();
-  at::Tensor q = at::linear(x, w.q, w.q_bias).view({batch, tokens, heads, hd}).transpose(1, 2);
-  at::Tensor k = at::linear(x, w.k, w.k_bias).view({batch, tokens, kv_heads, hd}).transpose(1, 2);
+  at::Tensor q = HeadNorm(at::linear(x, w.q, w.q_bias).view({batch, tokens, heads, hd}), w.q_norm,
+                          c.rms_norm_eps).transpose(1, 2);
+  at::Tensor k = HeadNorm(at::linear(x, w.k, w.k_bias).view({batch, tokens, kv_heads, hd}), w.k_norm,
+                          c.rms_norm_eps).transpose(1, 2);
   at::Tensor v = at::linear(x, w.v, w.v_bias).view({batch, tokens, kv_heads, hd}).transpose(1, 2);
   q = ApplyRope(q, rope);
   k = ApplyRope(k, rope);
@@ -50,10 +70,10 @@ at::Tensor BlockForward(const at::Tensor& hidden, const BlockWeights& w, const M
   at::Tensor k_rep = rep == 1 ? k : k.repeat_interleave(rep, 1);
   at::Tensor v_rep = rep == 1 ? v : v.repeat_interleave(rep, 1);
   at::Tensor scores = at::matmul(q, k_rep.transpose(-1, -2)) * (1.0 / std::sqrt(double(hd)));
-  at::Tensor causal = at::ones({tokens, tokens}, hidden.options().dtype(at::kBool)).triu(1);
-  scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+  scores = scores.masked_fill(AttentionMask(tokens, w.attention_window, hidden.options()),
+                              -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1);
-  if (observer != nullptr) observer->OnAttention({q, k, v, probs});
+  if (observer != nullptr) observer->OnAttention({q, k, v, probs, w.q_norm, w.k_norm});
   at::Tensor attn = at::matmul(probs, v_rep).transpose(1, 2).reshape({batch, tokens, heads * hd});
   if (observe(LinearSlot::kAttnOut, attn)) return at::Tensor();
   at::Tensor h = hidden + at::linear(attn, w.o);

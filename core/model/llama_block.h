@@ -5,6 +5,7 @@
 #include <optional>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
 
 #include "common/model_config.h"
 #include "core/model/block_weights.h"
@@ -17,12 +18,15 @@ enum class LinearSlot { kAttnIn, kAttnOut, kMlpIn, kMlpHidden };
 // {q,k,v} read kAttnIn, o reads kAttnOut, {gate,up} read kMlpIn, down reads kMlpHidden.
 LinearSlot SlotOf(LinearKind kind);
 
-// What attention-aware statistics need from inside attention.
+// What attention-aware statistics need from inside attention: the queries and keys where the scores
+// are formed (after Qwen3's per-head norms and RoPE).
 struct AttentionInternals {
-  const at::Tensor& queries;  // [batch, heads, tokens, head_dim], after RoPE
-  const at::Tensor& keys;     // [batch, kv_heads, tokens, head_dim], after RoPE
+  const at::Tensor& queries;  // [batch, heads, tokens, head_dim], after the q norm and RoPE
+  const at::Tensor& keys;     // [batch, kv_heads, tokens, head_dim], after the k norm and RoPE
   const at::Tensor& values;   // [batch, kv_heads, tokens, head_dim]
-  const at::Tensor& probs;    // [batch, heads, tokens, tokens], softmax output
+  const at::Tensor& probs;    // [batch, heads, tokens, tokens], softmax output (window-masked)
+  at::Tensor q_norm = {};     // [head_dim] gains of the per-head query norm; undefined without one
+  at::Tensor k_norm = {};     // likewise for keys
 };
 
 class BlockObserver {
@@ -34,6 +38,10 @@ class BlockObserver {
 };
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// [tokens, tokens] bool, true where query i may not see key j: j > i, or j <= i - window when the
+// layer has a sliding window (window > 0), as transformers masks it.
+at::Tensor AttentionMask(int64_t tokens, int64_t window, const at::TensorOptions& options);
 
 // hidden: [batch, tokens, hidden] float32. Returns the block output of the same shape, or an
 // undefined tensor when `stop_after` is set and that slot's input has been observed (the rest of the

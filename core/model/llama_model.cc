@@ -15,6 +15,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Open(const std::string& 
   PTQ_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(model_dir));
   PTQ_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> files, ModelFiles::Open(model_dir));
   std::shared_ptr<const ModelFiles> shared(std::move(files));
+  if (absl::Status names = CheckBlockTensorNames(config, shared->TensorNames()); !names.ok()) {
+    return absl::Status(names.code(), absl::StrCat(model_dir, ": ", names.message()));
+  }
   // A quantized checkpoint says so in config.json; its weights are dequantized as they load.
   PTQ_ASSIGN_OR_RETURN(std::string text, ReadFileToString(model_dir + "/config.json"));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);

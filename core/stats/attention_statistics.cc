@@ -19,10 +19,15 @@ AttentionStatistics::AttentionStatistics(const ModelConfig& config, int64_t seq_
   key_sum_ = ExactSum({key_heads, hd, hd}, device);
   query_sum_ = ExactSum({config.num_key_value_heads, hd, hd}, device);
   key_mean_sum_ = ExactSum({config.num_key_value_heads, hd}, device);
+  gain_sum_ = ExactSum({2, hd}, device);
 }
 
 void AttentionStatistics::OnAttention(const AttentionInternals& in) {
-  tokens_ += in.keys.size(0) * in.keys.size(2);
+  const int64_t tokens = in.keys.size(0) * in.keys.size(2);
+  tokens_ += tokens;
+  if (config_.qk_norm) {
+    gain_sum_.Add(at::stack({in.q_norm, in.k_norm}).to(at::kDouble) * static_cast<double>(tokens));
+  }
   if (kind_ == QkHessian::kSoftmax) {
     AddSoftmax(in);
     return;
@@ -84,13 +89,22 @@ at::Tensor AttentionStatistics::RotateBackEach(const at::Tensor& m) const {
   return at::matmul(at::matmul(rt.transpose(1, 2), m), rt).sum(-3);
 }
 
+at::Tensor AttentionStatistics::ThroughNorm(const at::Tensor& m, int64_t row) const {
+  if (!config_.qk_norm) return m;
+  at::Tensor g = (gain_sum_.Value()[row] / static_cast<double>(std::max<int64_t>(tokens_, 1)))
+                     .to(m.device());
+  return g.unsqueeze(1) * m * g.unsqueeze(0);
+}
+
 std::vector<at::Tensor> AttentionStatistics::QueryOutputHessians() const {
   const int64_t rep = config_.num_attention_heads / config_.num_key_value_heads;
   const double n = static_cast<double>(std::max<int64_t>(tokens_, 1));
   std::vector<at::Tensor> out;
   if (kind_ == QkHessian::kSoftmax) {
     const at::Tensor sum = key_sum_.Value() / n;  // already rotated back; weights sum to 1 per query
-    for (int64_t h = 0; h < config_.num_attention_heads; ++h) out.push_back(sum[h]);
+    for (int64_t h = 0; h < config_.num_attention_heads; ++h) {
+      out.push_back(ThroughNorm(sum[h], 0));
+    }
     return out;
   }
   at::Tensor moment = key_sum_.Value() / n;  // [kv, hd, hd]
@@ -99,7 +113,7 @@ std::vector<at::Tensor> AttentionStatistics::QueryOutputHessians() const {
     moment = moment - mean.unsqueeze(2) * mean.unsqueeze(1);
   }
   for (int64_t h = 0; h < config_.num_attention_heads; ++h) {
-    out.push_back(RotateBack(moment[h / rep]));
+    out.push_back(ThroughNorm(RotateBack(moment[h / rep]), 0));
   }
   return out;
 }
@@ -109,7 +123,8 @@ std::vector<at::Tensor> AttentionStatistics::KeyOutputHessians() const {
   std::vector<at::Tensor> out;
   const at::Tensor query_sum = query_sum_.Value() / std::max<int64_t>(tokens_ * rep, 1);
   for (int64_t g = 0; g < config_.num_key_value_heads; ++g) {
-    out.push_back(kind_ == QkHessian::kSoftmax ? query_sum[g] : RotateBack(query_sum[g]));
+    out.push_back(ThroughNorm(kind_ == QkHessian::kSoftmax ? query_sum[g] : RotateBack(query_sum[g]),
+                              1));
   }
   return out;
 }

@@ -3,6 +3,12 @@
 // RoPE'd queries of the heads sharing it (grouped-query attention), both rotated back through the
 // RoPE matrix of each position and averaged over positions. Kept as sums plus a count so workers can
 // all-reduce them; Finalize does the rotation once, at the end.
+//
+// With Qwen3's per-head RMSNorm between the projection and RoPE the queries and keys are taken after
+// the norm, where the scores are formed, and H_out is carried back to the projection's output
+// through the norm's Jacobian without its per-token parts: diag(g) H diag(g) for the gains g (the
+// 1/rms scale and the projection off the vector's own direction are dropped; a common scale does not
+// change the compensation).
 #pragma once
 
 #include <cstdint>
@@ -29,7 +35,7 @@ class AttentionStatistics final : public BlockObserver {
   std::vector<at::Tensor> KeyOutputHessians() const;
 
   // Sums kept for merging (all-reduce), and the token count.
-  std::vector<ExactSum*> sums() { return {&key_sum_, &query_sum_, &key_mean_sum_}; }
+  std::vector<ExactSum*> sums() { return {&key_sum_, &query_sum_, &key_mean_sum_, &gain_sum_}; }
   int64_t& tokens() { return tokens_; }
 
  private:
@@ -37,8 +43,13 @@ class AttentionStatistics final : public BlockObserver {
   // sum_i R_i^T m_i R_i over the position axis of m: [..., T, hd, hd] -> [..., hd, hd].
   at::Tensor RotateBackEach(const at::Tensor& m) const;
   void AddSoftmax(const AttentionInternals& in);
+  // diag(g) m diag(g) with g the query (row 0) or key (row 1) norm gains; m without q/k norms.
+  at::Tensor ThroughNorm(const at::Tensor& m, int64_t row) const;
   ModelConfig config_;
   QkHessian kind_;
+  // config.qk_norm: the q (row 0) and k (row 1) norm gains times the tokens of each batch, so a rank
+  // that saw no batch still gets them through the all-reduce ([2, hd]).
+  ExactSum gain_sum_;
   at::Tensor rotations_;  // [T, hd, hd]: R_i, the RoPE rotation at position i
   // kMoment/kCovariance: per kv head, sum over tokens of k k^T, of q q^T over the sharing heads
   // ([kv, hd, hd]) and of k ([kv, hd]). kSoftmax: per query head the rotated-back

@@ -1,5 +1,6 @@
 // BlockForward against an independent computation written token by token with plain loops: explicit
-// RoPE pairs (i, i + d/2) with angles in double, causal attention over s <= t, GQA by index.
+// RoPE pairs (i, i + d/2) with angles in double, causal attention over s <= t (and t - window < s with
+// a sliding window), GQA by index, Qwen3's per-head RMSNorm of each query and key before RoPE.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -25,7 +26,7 @@ ModelConfig SmallConfig() {
   return c;
 }
 
-BlockWeights RandomBlock(const ModelConfig& c, bool bias) {
+BlockWeights RandomBlock(const ModelConfig& c, bool bias, bool qk_norm = false) {
   BlockWeights w;
   auto r = [](int64_t o, int64_t i) { return at::randn({o, i}, at::kFloat) * 0.3; };
   const int64_t qd = c.num_attention_heads * c.head_dim, kvd = c.num_key_value_heads * c.head_dim;
@@ -43,6 +44,10 @@ BlockWeights RandomBlock(const ModelConfig& c, bool bias) {
     w.k_bias = at::randn({kvd}) * 0.1;
     w.v_bias = at::randn({kvd}) * 0.1;
   }
+  if (qk_norm) {
+    w.q_norm = 1 + 0.5 * at::randn({c.head_dim});
+    w.k_norm = 1 + 0.5 * at::randn({c.head_dim});
+  }
   return w;
 }
 
@@ -52,10 +57,12 @@ std::vector<double> Reference(const at::Tensor& x /*[T, D] double*/, const Block
   const int64_t T = x.size(0), D = c.hidden_size, hd = c.head_dim;
   const int64_t H = c.num_attention_heads, KV = c.num_key_value_heads;
   auto rms = [&](at::Tensor v, const at::Tensor& g) {
+    const int64_t n = v.size(0);
     double ss = 0;
-    for (int64_t i = 0; i < D; ++i) ss += v[i].item<double>() * v[i].item<double>();
-    return v * (1.0 / std::sqrt(ss / D + c.rms_norm_eps)) * g;
+    for (int64_t i = 0; i < n; ++i) ss += v[i].item<double>() * v[i].item<double>();
+    return v * (1.0 / std::sqrt(ss / n + c.rms_norm_eps)) * g;
   };
+  auto head_norm = [&](at::Tensor v, const at::Tensor& g) { return g.defined() ? rms(v, g) : v; };
   auto rope = [&](at::Tensor v, int64_t pos) {  // v: [hd]
     at::Tensor out = v.clone();
     for (int64_t i = 0; i < hd / 2; ++i) {
@@ -82,18 +89,22 @@ std::vector<double> Reference(const at::Tensor& x /*[T, D] double*/, const Block
   at::Tensor attn = at::zeros({H * hd}, at::kDouble);
   for (int64_t h = 0; h < H; ++h) {
     const int64_t kvh = h / (H / KV);
-    at::Tensor q = rope(qs[t_out].narrow(0, h * hd, hd), t_out);
+    at::Tensor q = rope(head_norm(qs[t_out].narrow(0, h * hd, hd), w64.q_norm), t_out);
+    // Keys s in (t_out - window, t_out]; all s <= t_out without a window.
+    const int64_t first = w64.attention_window > 0
+                              ? std::max<int64_t>(0, t_out - w64.attention_window + 1)
+                              : 0;
     std::vector<double> scores;
     double mx = -1e300;
-    for (int64_t s = 0; s <= t_out; ++s) {
-      at::Tensor k = rope(ks[s].narrow(0, kvh * hd, hd), s);
+    for (int64_t s = first; s <= t_out; ++s) {
+      at::Tensor k = rope(head_norm(ks[s].narrow(0, kvh * hd, hd), w64.k_norm), s);
       scores.push_back(at::dot(q, k).item<double>() / std::sqrt(double(hd)));
       mx = std::max(mx, scores.back());
     }
     double z = 0;
     for (double& sc : scores) z += (sc = std::exp(sc - mx));
-    for (int64_t s = 0; s <= t_out; ++s) {
-      attn.narrow(0, h * hd, hd).add_(vs[s].narrow(0, kvh * hd, hd) * (scores[s] / z));
+    for (int64_t s = first; s <= t_out; ++s) {
+      attn.narrow(0, h * hd, hd).add_(vs[s].narrow(0, kvh * hd, hd) * (scores[s - first] / z));
     }
   }
   at::Tensor h1 = x[t_out] + at::mv(w64.o, attn);
@@ -104,10 +115,13 @@ std::vector<double> Reference(const at::Tensor& x /*[T, D] double*/, const Block
   return std::vector<double>(out.data_ptr<double>(), out.data_ptr<double>() + D);
 }
 
-void CheckAgainstReference(bool bias) {
+void CheckAgainstReference(bool bias, int64_t window = 0, bool qk_norm = false,
+                           int64_t head_dim = 8) {
   at::manual_seed(bias ? 7 : 3);
   ModelConfig c = SmallConfig();
-  BlockWeights w = RandomBlock(c, bias);
+  c.head_dim = head_dim;
+  BlockWeights w = RandomBlock(c, bias, qk_norm);
+  w.attention_window = window;
   const int64_t B = 2, T = 6;
   at::Tensor x = at::randn({B, T, c.hidden_size});
   RopeTable rope = BuildRopeTable(c, T);
@@ -120,6 +134,10 @@ void CheckAgainstReference(bool bias) {
     w64.q_bias = w.q_bias.to(at::kDouble);
     w64.k_bias = w.k_bias.to(at::kDouble);
     w64.v_bias = w.v_bias.to(at::kDouble);
+  }
+  if (qk_norm) {
+    w64.q_norm = w.q_norm.to(at::kDouble);
+    w64.k_norm = w.k_norm.to(at::kDouble);
   }
   for (int64_t b = 0; b < B; ++b) {
     at::Tensor xb = x[b].to(at::kDouble);
@@ -135,6 +153,28 @@ void CheckAgainstReference(bool bias) {
 
 TEST(LlamaBlockTest, MatchesTokenByTokenReferenceWithGqa) { CheckAgainstReference(false); }
 TEST(LlamaBlockTest, MatchesTokenByTokenReferenceWithQkvBias) { CheckAgainstReference(true); }
+TEST(LlamaBlockTest, MatchesTokenByTokenReferenceWithSlidingWindow) {
+  CheckAgainstReference(false, /*window=*/3);
+  CheckAgainstReference(true, /*window=*/1);  // each token sees only itself
+}
+TEST(LlamaBlockTest, MatchesTokenByTokenReferenceWithQkNormAndExplicitHeadDim) {
+  // Qwen3: per-head norms before RoPE, head_dim 16 with hidden 32 and 4 heads (q_proj 64 rows).
+  CheckAgainstReference(false, /*window=*/0, /*qk_norm=*/true, /*head_dim=*/16);
+  CheckAgainstReference(false, /*window=*/4, /*qk_norm=*/true, /*head_dim=*/16);
+}
+
+TEST(LlamaBlockTest, AttentionMaskIsCausalWithinTheWindow) {
+  // Brute force over every (i, j): masked unless i - window < j <= i.
+  for (int64_t window : {0, 1, 3, 5, 9}) {
+    at::Tensor m = AttentionMask(6, window, at::TensorOptions());
+    for (int64_t i = 0; i < 6; ++i) {
+      for (int64_t j = 0; j < 6; ++j) {
+        const bool visible = j <= i && (window == 0 || j > i - window);
+        EXPECT_EQ(m[i][j].item<bool>(), !visible) << "window " << window << " i " << i << " j " << j;
+      }
+    }
+  }
+}
 
 TEST(LlamaBlockTest, ObserverSeesEachSlotInputAndStopSkipsTheRest) {
   at::manual_seed(1);

@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "core/stats/attention_statistics.h"
 
 namespace ptq {
@@ -35,15 +37,22 @@ double ScoreErrorByBruteForce(const at::Tensor& d, const at::Tensor& others, con
   return errors.pow(2).mean().item<double>();
 }
 
+// Random RoPE'd queries and keys, values and attention probabilities of one batch.
+std::array<at::Tensor, 4> RandomAttention(const ModelConfig& c, int64_t batch, int64_t tokens,
+                                          const RopeTable& rope) {
+  const int64_t hd = c.head_dim;
+  return {ApplyRope(at::randn({batch, c.num_attention_heads, tokens, hd}), rope),
+          ApplyRope(at::randn({batch, c.num_key_value_heads, tokens, hd}), rope),
+          at::randn({batch, c.num_key_value_heads, tokens, hd}),
+          at::softmax(at::randn({batch, c.num_attention_heads, tokens, tokens}), -1)};
+}
+
 TEST(AttentionStatisticsTest, OutputHessiansGiveTheScoreErrorWithGroupedQueryHeads) {
   const ModelConfig c = TinyConfig();
   const int64_t batch = 3, tokens = 5, hd = c.head_dim;
   RopeTable rope = BuildRopeTable(c, tokens);
   at::manual_seed(0);
-  at::Tensor q = ApplyRope(at::randn({batch, c.num_attention_heads, tokens, hd}), rope);
-  at::Tensor k = ApplyRope(at::randn({batch, c.num_key_value_heads, tokens, hd}), rope);
-  at::Tensor v = at::randn({batch, c.num_key_value_heads, tokens, hd});
-  at::Tensor p = at::softmax(at::randn({batch, c.num_attention_heads, tokens, tokens}), -1);
+  auto [q, k, v, p] = RandomAttention(c, batch, tokens, rope);
   AttentionStatistics stats(c, tokens);
   // Two calls: the sums accumulate like two calibration batches.
   for (int64_t b = 0; b < batch; b += 2) {
@@ -77,6 +86,55 @@ TEST(AttentionStatisticsTest, OutputHessiansGiveTheScoreErrorWithGroupedQueryHea
       at::Tensor queries = q.narrow(1, 2 * g, 2).reshape({-1, hd}).to(at::kDouble);
       const double brute = ScoreErrorByBruteForce(d, queries, rope, tokens);
       EXPECT_NEAR(at::dot(d, at::mv(hk[g], d)).item<double>(), brute, 1e-4 * brute) << g;
+    }
+  }
+}
+
+// Qwen3: q and k pass a per-head RMSNorm with gains g before RoPE. A change d of the normalized
+// vector (before the gain) moves the score by (R_i (g * d)) . k_j exactly, so d^T H_out d must equal
+// the brute-force score error of g * d: H_out is carried through the gain (the 1/rms factor, common
+// to a head's rows, and the radial projection are what the statistics leave out).
+TEST(AttentionStatisticsTest, QkNormGainsCarryTheOutputHessiansBackThroughTheNorm) {
+  const ModelConfig c = TinyConfig();
+  const int64_t batch = 2, tokens = 5, hd = c.head_dim;
+  RopeTable rope = BuildRopeTable(c, tokens);
+  at::manual_seed(4);
+  auto [q, k, v, p] = RandomAttention(c, batch, tokens, rope);
+  at::Tensor gq = 1 + at::rand({hd}) * 2, gk = 0.5 + at::rand({hd});
+  for (QkHessian kind : {QkHessian::kMoment, QkHessian::kSoftmax}) {
+    ModelConfig qwen3 = c;
+    qwen3.qk_norm = true;
+    AttentionStatistics plain(c, tokens, kind), normed(qwen3, tokens, kind);
+    plain.OnAttention({q, k, v, p});
+    // Two batches (float32 sums in the softmax form: 1e-5): the gains come back from their
+    // token-weighted sum.
+    normed.OnAttention({q.narrow(0, 0, 1), k.narrow(0, 0, 1), v.narrow(0, 0, 1), p.narrow(0, 0, 1),
+                        gq, gk});
+    normed.OnAttention({q.narrow(0, 1, 1), k.narrow(0, 1, 1), v.narrow(0, 1, 1), p.narrow(0, 1, 1),
+                        gq, gk});
+    std::vector<at::Tensor> hq = normed.QueryOutputHessians(), hq0 = plain.QueryOutputHessians();
+    std::vector<at::Tensor> hk = normed.KeyOutputHessians(), hk0 = plain.KeyOutputHessians();
+    for (int trial = 0; trial < 3; ++trial) {
+      at::Tensor d = at::randn({hd}, at::kDouble);
+      at::Tensor dq = d * gq.to(at::kDouble), dk = d * gk.to(at::kDouble);
+      for (int64_t h = 0; h < c.num_attention_heads; ++h) {
+        const double want = at::dot(dq, at::mv(hq0[h], dq)).item<double>();
+        EXPECT_NEAR(at::dot(d, at::mv(hq[h], d)).item<double>(), want, 1e-5 * want) << h;
+        if (kind == QkHessian::kMoment) {
+          at::Tensor keys = k.select(1, h / 2).reshape({-1, hd}).to(at::kDouble);
+          const double brute = ScoreErrorByBruteForce(dq, keys, rope, tokens);
+          EXPECT_NEAR(at::dot(d, at::mv(hq[h], d)).item<double>(), brute, 1e-4 * brute) << h;
+        }
+      }
+      for (int64_t g = 0; g < c.num_key_value_heads; ++g) {
+        const double want = at::dot(dk, at::mv(hk0[g], dk)).item<double>();
+        EXPECT_NEAR(at::dot(d, at::mv(hk[g], d)).item<double>(), want, 1e-5 * want) << g;
+        if (kind == QkHessian::kMoment) {
+          at::Tensor queries = q.narrow(1, 2 * g, 2).reshape({-1, hd}).to(at::kDouble);
+          const double brute = ScoreErrorByBruteForce(dk, queries, rope, tokens);
+          EXPECT_NEAR(at::dot(d, at::mv(hk[g], d)).item<double>(), brute, 1e-4 * brute) << g;
+        }
+      }
     }
   }
 }
