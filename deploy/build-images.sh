@@ -63,8 +63,11 @@ if [ "$engine" = podman ]; then
   fi
   cap_eff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
   if (( (16#$cap_eff >> 24 & 1) == 0 )); then  # CAP_SYS_RESOURCE
-    nofile=$(( $(ulimit -Hn) / 2 )) nproc=$(( $(ulimit -Hu) / 2 ))
-    say "no CAP_SYS_RESOURCE: containers get nofile=$nofile and nproc=$nproc (half the hard limits)"
+    # At most the hard limits; nproc at most 32768, the most podman's container init was allowed
+    # here (found by trying: 32769 fails with EPERM).
+    nofile=$(ulimit -Hn) nproc=$(ulimit -Hu)
+    nofile=$(( nofile < 65536 ? nofile : 65536 )) nproc=$(( nproc < 32768 ? nproc : 32768 ))
+    say "no CAP_SYS_RESOURCE: containers get nofile=$nofile and nproc=$nproc, not the engine's defaults"
     build_flags+=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
     run_flags+=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
   fi

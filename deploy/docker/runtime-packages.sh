@@ -15,29 +15,23 @@ if grep -q "not found" <<<"$ldd_out"; then
   echo "runtime-packages.sh: libraries not found: $(grep "not found" <<<"$ldd_out" | sort -u | tr -s ' \t\n' ' ')" >&2
   exit 1
 fi
-declare -A candidates  # library -> the paths a package may list it under
-paths=()
-for lib in $(awk '$2 == "=>" && $3 ~ /^\// {print $3}' <<<"$ldd_out" | sort -u); do
+# "library<TAB>path a package may list it under": usrmerge means a package may list it under /lib
+# or /usr/lib, whichever ldd does not show, and under its real name or a link's.
+candidates=$(awk '$2 == "=>" && $3 ~ /^\// {print $3}' <<<"$ldd_out" | sort -u | while read -r lib; do
   real=$(readlink -f "$lib")
   if [ -n "$skip" ] && [[ "$real" == "$skip"/* || "$lib" == "$skip"/* ]]; then continue; fi
-  # usrmerge: a package may list the library under /lib or /usr/lib, whichever ldd does not show.
-  c=$(printf '%s\n' "$lib" "$real" "/usr$lib" "/usr$real" "${lib#/usr}" "${real#/usr}" | sort -u)
-  candidates[$lib]=$c
-  mapfile -t -O "${#paths[@]}" paths <<<"$c"
-done
-[ ${#candidates[@]} -gt 0 ] || exit 0
+  for p in "$lib" "$real" "/usr$lib" "/usr$real" "${lib#/usr}" "${real#/usr}"; do
+    printf '%s\t%s\n' "$lib" "$p"
+  done
+done)
+[ -n "$candidates" ] || exit 0
 # One dpkg-query for all (it reads the whole package database each time): "pkg[:arch][, pkg]: path".
-owners=$(dpkg-query -S "${paths[@]}" 2>/dev/null || true)
-for lib in "${!candidates[@]}"; do
-  package=""
-  while read -r path; do
-    package=$(awk -v p="$path" 'index($0, ": " p) && substr($0, index($0, ": " p) + 2) == p {
-      split($0, a, ":"); print a[1]; exit }' <<<"$owners")
-    [ -n "$package" ] && break
-  done <<<"${candidates[$lib]}"
-  if [ -z "$package" ]; then
-    echo "runtime-packages.sh: no installed package holds $lib" >&2
-    exit 1
-  fi
-  echo "$package"
-done | sort -u
+owners=$(cut -f2 <<<"$candidates" | sort -u | xargs dpkg-query -S 2>/dev/null || true)
+awk -F'\t' '
+  NR == FNR { i = index($0, ": "); if (i) { pkg = substr($0, 1, i - 1); sub(/[:,].*/, "", pkg)
+              owner[substr($0, i + 2)] = pkg }; next }
+  { if (!($1 in found)) found[$1] = ""; if (found[$1] == "" && ($2 in owner)) found[$1] = owner[$2] }
+  END { bad = 0
+        for (lib in found) if (found[lib] == "") { print "runtime-packages.sh: no installed package holds " lib > "/dev/stderr"; bad = 1 }
+        else print found[lib]
+        exit bad }' <(printf '%s\n' "$owners") <(printf '%s\n' "$candidates") | sort -u
