@@ -110,15 +110,18 @@ absl::Status JobClient::Watch(const std::string& job_id,
     request.set_job_id(job_id);
     if (after.has_value()) request.set_after_sequence(*after);
     auto reader = stub_->Watch(context.get(), request);
-    auto answered = [&] {
+    bool answered = false;  // said once per stream
+    auto answer = [&] {
+      if (answered) return;
+      answered = true;
       reconnector.Answered(after.has_value() ? absl::StrCat("; resuming after event ", *after)
                                              : std::string());
     };
     reader->WaitForInitialMetadata();
-    if (context->GetServerInitialMetadata().count(v1::kWatchReadyMetadataKey) > 0) answered();
+    if (context->GetServerInitialMetadata().count(v1::kWatchReadyMetadataKey) > 0) answer();
     v1::JobEvent event;
     while (reader->Read(&event)) {
-      answered();
+      answer();
       // The first event of a new stream carries the sequence it stands for; an unnumbered one
       // (the coordinator could not store it) must not move the position back.
       if (!after.has_value() || event.sequence() > *after) after = event.sequence();
@@ -141,9 +144,10 @@ absl::Status JobClient::Logs(const std::string& job_id, bool follow,
     request.set_follow(follow);
     request.set_first_line(received);
     auto reader = stub_->Logs(context.get(), request);
+    const int64_t first = received;
     v1::LogLine line;
     while (reader->Read(&line)) {
-      reconnector.Answered(absl::StrCat("; resuming after line ", received));
+      if (received == first) reconnector.Answered(absl::StrCat("; resuming after line ", first));
       ++received;
       on_line(line);
     }

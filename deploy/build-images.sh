@@ -23,7 +23,7 @@
 # Sandboxes: where the OCI runtime crun refuses a cgroup v1/v2 hybrid host ("cgroups in hybrid mode
 # not supported") runc is used, and where the engine lacks CAP_SYS_RESOURCE (it cannot raise the
 # containers' open-file and process limits to its defaults) the containers get limits below the
-# current hard ones. docs/deployment.md says more.
+# current hard ones. docs/user-guide.md ("Build the images") says more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
