@@ -102,6 +102,15 @@ def read(path):
         return f.read()
 
 
+def exit_code(proc, timeout):
+    """The process's exit code, or "timeout" (and it is killed) when it runs past `timeout` s."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return "timeout"
+
+
 def kill_and_restart(coordinator, tag):
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
@@ -137,11 +146,7 @@ try:
     blocks_before = int(before["blocks_done"])
     coordinator = kill_and_restart(coordinator, "second")
     for name, proc in (("watch", watch), ("logs -f", logs)):
-        try:
-            rc = proc.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = "timeout"
+        rc = exit_code(proc, 600)
         if rc != 0:
             errors.append(f"{name} exited {rc}: {read(f'{tmp}/{name.split()[0]}.err')[-2000:]}")
     for name, files in (("watch", watch_files), ("logs -f", logs_files)):
@@ -209,11 +214,7 @@ try:
         errors.append("cancel: the job never ran")
     coordinator = kill_and_restart(coordinator, "third")
     run_ptq("cancel", job_id)
-    try:
-        rc = watch.wait(timeout=300)
-    except subprocess.TimeoutExpired:
-        watch.kill()
-        rc = "timeout"
+    rc = exit_code(watch, 300)
     if rc != 3:
         errors.append(f"cancel: watch exited {rc}, not 3: {read(watch_files[1])[-2000:]}")
 
