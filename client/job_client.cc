@@ -3,14 +3,29 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "proto/ptq/v1/job_state.h"
 
 namespace ptq::client {
 namespace {
 
 // Unary calls answer from the coordinator's memory or store; Submit also reads the model's config.
 constexpr std::chrono::seconds kUnaryDeadline(30);
+// gRPC's own reconnect backoff grows to 2 minutes by default, during which calls fail at once even
+// if the coordinator is back: keep it below our retry delays.
+constexpr int kMaxChannelBackoffMs = 2000;
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
+                                          std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxChannelBackoffMs);
+  return grpc::CreateCustomChannel(
+      address, credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(), args);
+}
 
 void SetDeadline(grpc::ClientContext& context) {
   context.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
@@ -22,9 +37,7 @@ JobClient::JobClient(const std::string& address, std::string token,
                      std::shared_ptr<grpc::ChannelCredentials> credentials)
     : address_(address),
       token_(std::move(token)),
-      stub_(v1::JobService::NewStub(
-          grpc::CreateChannel(address, credentials != nullptr ? credentials
-                                                              : grpc::InsecureChannelCredentials()))) {}
+      stub_(v1::JobService::NewStub(NewChannel(address, std::move(credentials)))) {}
 
 std::unique_ptr<grpc::ClientContext> JobClient::NewContext(bool deadline) const {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -54,13 +67,19 @@ absl::StatusOr<v1::Job> JobClient::Submit(const v1::JobSpec& spec) {
 }
 
 absl::StatusOr<v1::Job> JobClient::Get(const std::string& job_id) {
-  auto context_owner = NewContext(/*deadline=*/true);
-  grpc::ClientContext& context = *context_owner;
+  Reconnector reconnector(reconnect_);
   v1::GetJobRequest request;
   request.set_job_id(job_id);
-  v1::Job job;
-  if (auto s = Convert(stub_->Get(&context, request, &job)); !s.ok()) return s;
-  return job;
+  while (true) {
+    auto context = NewContext(/*deadline=*/true);
+    v1::Job job;
+    absl::Status s = Convert(stub_->Get(context.get(), request, &job));
+    if (s.ok()) {
+      reconnector.Answered();
+      return job;
+    }
+    if (auto give_up = reconnector.BeforeRetry(s); !give_up.ok()) return give_up;
+  }
 }
 
 absl::StatusOr<std::vector<v1::Job>> JobClient::List() {
@@ -83,27 +102,62 @@ absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
 
 absl::Status JobClient::Watch(const std::string& job_id,
                               const std::function<void(const v1::JobEvent&)>& on_event) {
-  auto context_owner = NewContext(/*deadline=*/false);  // no deadline: a job may run for hours
-  grpc::ClientContext& context = *context_owner;
-  v1::WatchJobRequest request;
-  request.set_job_id(job_id);
-  auto reader = stub_->Watch(&context, request);
-  v1::JobEvent event;
-  while (reader->Read(&event)) on_event(event);
-  return Convert(reader->Finish());
+  Reconnector reconnector(reconnect_);
+  std::optional<int64_t> after;  // the sequence of the last event received
+  while (true) {
+    auto context = NewContext(/*deadline=*/false);  // no deadline: a job may run for hours
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    if (after.has_value()) request.set_after_sequence(*after);
+    auto reader = stub_->Watch(context.get(), request);
+    bool answered = false;  // said once per stream
+    auto answer = [&] {
+      if (answered) return;
+      answered = true;
+      reconnector.Answered(after.has_value() ? absl::StrCat("; resuming after event ", *after)
+                                             : std::string());
+    };
+    reader->WaitForInitialMetadata();
+    if (context->GetServerInitialMetadata().count(v1::kWatchReadyMetadataKey) > 0) answer();
+    v1::JobEvent event;
+    while (reader->Read(&event)) {
+      answer();
+      // The first event of a new stream carries the sequence it stands for; an unnumbered one
+      // (the coordinator could not store it) must not move the position back.
+      if (!after.has_value() || event.sequence() > *after) after = event.sequence();
+      on_event(event);
+    }
+    absl::Status s = Convert(reader->Finish());
+    if (s.ok()) return s;
+    if (auto give_up = reconnector.BeforeRetry(s); !give_up.ok()) return give_up;
+  }
 }
 
 absl::Status JobClient::Logs(const std::string& job_id, bool follow,
                              const std::function<void(const v1::LogLine&)>& on_line) {
-  auto context_owner = NewContext(/*deadline=*/!follow);
-  grpc::ClientContext& context = *context_owner;
-  v1::LogsRequest request;
-  request.set_job_id(job_id);
-  request.set_follow(follow);
-  auto reader = stub_->Logs(&context, request);
-  v1::LogLine line;
-  while (reader->Read(&line)) on_line(line);
-  return Convert(reader->Finish());
+  Reconnector reconnector(reconnect_);
+  int64_t received = 0;
+  while (true) {
+    auto context = NewContext(/*deadline=*/!follow);
+    v1::LogsRequest request;
+    request.set_job_id(job_id);
+    request.set_follow(follow);
+    request.set_first_line(received);
+    auto reader = stub_->Logs(context.get(), request);
+    const int64_t first = received;
+    v1::LogLine line;
+    while (reader->Read(&line)) {
+      if (received == first) reconnector.Answered(absl::StrCat("; resuming after line ", first));
+      ++received;
+      on_line(line);
+    }
+    absl::Status s = Convert(reader->Finish());
+    if (s.ok()) {
+      reconnector.Answered();
+      return s;
+    }
+    if (auto give_up = reconnector.BeforeRetry(s); !give_up.ok()) return give_up;
+  }
 }
 
 }  // namespace ptq::client

@@ -3,6 +3,8 @@
 #include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -70,10 +72,19 @@ std::string Absolute(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<JobClient>> ServiceCommands::Client() const {
+absl::StatusOr<std::unique_ptr<JobClient>> ServiceCommands::Client(
+    std::function<void(const std::string&)> notify) const {
   auto credentials = ChannelCredentialsFor(tls_);
   if (!credentials.ok()) return credentials.status();
-  return std::make_unique<JobClient>(coordinator_, token_, *credentials);
+  auto client = std::make_unique<JobClient>(coordinator_, token_, *credentials);
+  ReconnectPolicy reconnect;
+  reconnect.give_up_after = std::chrono::milliseconds(
+      static_cast<int64_t>(std::max(0.0, reconnect_seconds_) * 1000));
+  reconnect.notify = notify != nullptr ? std::move(notify) : [](const std::string& line) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  };
+  client->set_reconnect(std::move(reconnect));
+  return client;
 }
 
 ServiceCommands::ServiceCommands(CLI::App& app) {
@@ -97,13 +108,22 @@ ServiceCommands::ServiceCommands(CLI::App& app) {
   AddQuantizeFlags(submit_, &submit_options_);
   add_common(submit_);
 
+  auto add_reconnect = [this](CLI::App* command) {
+    command->add_option("--reconnect-for", reconnect_seconds_,
+                        "seconds to keep retrying an unreachable coordinator (0: fail at once)")
+        ->envname("PTQ_RECONNECT_FOR")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+  };
   watch_ = app.add_subcommand("watch", "follow a job's progress until it finishes");
   watch_->add_option("job", job_id_, "job id")->required();
   add_common(watch_);
+  add_reconnect(watch_);
 
   status_ = app.add_subcommand("status", "a job's state, progress and result");
   status_->add_option("job", job_id_, "job id")->required();
   add_common(status_);
+  add_reconnect(status_);
 
   list_ = app.add_subcommand("list", "all jobs, oldest first");
   add_common(list_);
@@ -116,6 +136,7 @@ ServiceCommands::ServiceCommands(CLI::App& app) {
   logs_->add_option("job", job_id_, "job id")->required();
   logs_->add_flag("-f,--follow", follow_, "keep printing new lines until the job finishes");
   add_common(logs_);
+  add_reconnect(logs_);
 }
 
 std::optional<int> ServiceCommands::RunSelected() {
@@ -148,11 +169,25 @@ int ServiceCommands::Submit() {
 }
 
 int ServiceCommands::Watch() {
-  auto made = Client();
-  if (!made.ok()) return Fail(made.status());
-  JobClient& client = **made;
   const bool tty = !json_ && ::isatty(STDOUT_FILENO);
   bool progress_line_open = false;  // a tty line rewritten in place
+  auto made = Client([&](const std::string& line) {
+    if (progress_line_open) std::printf("\n");  // keep the progress line whole
+    progress_line_open = false;
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s\n", line.c_str());
+  });
+  if (!made.ok()) return Fail(made.status());
+  JobClient& client = **made;
+  auto progress = [&](const std::string& line) {
+    if (tty) {
+      std::printf("\r\033[K%s", line.c_str());
+      progress_line_open = true;
+    } else {
+      std::printf("%s\n", line.c_str());
+    }
+    std::fflush(stdout);
+  };
   std::optional<v1::Job> final_job;
   absl::Status status = client.Watch(job_id_, [&](const v1::JobEvent& e) {
     if (json_) {
@@ -162,17 +197,10 @@ int ServiceCommands::Watch() {
     }
     if (e.has_layer()) {
       const v1::LayerProgress& p = e.layer();
-      const std::string line = absl::StrFormat(
-          "block %d/%d  %s  loss %.4g (relative %.4g)  %d/%d layers  ETA %.1f s", p.block() + 1,
+      progress(absl::StrFormat(
+          "block %d/%d  %s  loss %.4g (relative %.4g)  %d/%d layers  ETA %.1f s%s", p.block() + 1,
           p.num_blocks(), p.layer(), p.loss(), p.relative_loss(), p.layers_done(), p.layers_total(),
-          p.eta_seconds());
-      if (tty) {
-        std::printf("\r\033[K%s", line.c_str());
-        progress_line_open = true;
-      } else {
-        std::printf("%s\n", line.c_str());
-      }
-      std::fflush(stdout);
+          p.eta_seconds(), p.reloaded() ? "  (reloaded: saved by an earlier run)" : ""));
     } else if (e.has_state()) {
       if (progress_line_open) std::printf("\n");
       progress_line_open = false;
@@ -269,7 +297,10 @@ int ServiceCommands::Cancel() {
 }
 
 int ServiceCommands::Logs() {
-  auto made = Client();
+  auto made = Client([](const std::string& line) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s\n", line.c_str());
+  });
   if (!made.ok()) return Fail(made.status());
   JobClient& client = **made;
   absl::Status status = client.Logs(job_id_, follow_, [&](const v1::LogLine& line) {

@@ -2,10 +2,14 @@
 // takes --coordinator HOST:PORT (or $PTQ_COORDINATOR) and --json, prints errors as one line
 // ("ptq: error: ...") and exits non-zero on them.
 //
+// watch, logs and status keep retrying a coordinator that cannot be reached for --reconnect-for
+// seconds (a line on stderr for each retry), and watch and logs go on where their stream broke.
+//
 // Exit codes: 0 success; 1 an error (or, for watch, a FAILED job); 3 watch saw the job CANCELLED.
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,13 +39,16 @@ class ServiceCommands {
   int List();
   int Cancel();
   int Logs();
-  // A client for --coordinator with the token and transport security flags.
-  absl::StatusOr<std::unique_ptr<JobClient>> Client() const;
+  // A client for --coordinator with the token, transport security and reconnect flags; `notify`
+  // shows a reconnect line (default: on stderr).
+  absl::StatusOr<std::unique_ptr<JobClient>> Client(
+      std::function<void(const std::string&)> notify = nullptr) const;
 
   std::string coordinator_ = "127.0.0.1:50051";
   std::string token_;
   TlsOptions tls_;
   bool json_ = false;
+  double reconnect_seconds_ = 300;
   std::string job_id_;
   bool follow_ = false;
   QuantizeOptions submit_options_;

@@ -21,10 +21,11 @@ absl::StatusOr<v1::JobResult> EmbeddedWorker::Run(const v1::JobSpec& spec,
     };
   }
   if (hooks.on_block) {
-    job_hooks.on_block = [&hooks](int64_t block, int64_t num_blocks) {
+    job_hooks.on_block = [&hooks](int64_t block, int64_t num_blocks, bool reloaded) {
       v1::BlockProgress e;
       e.set_block(block);
       e.set_num_blocks(num_blocks);
+      e.set_reloaded(reloaded);
       hooks.on_block(e);
     };
   }

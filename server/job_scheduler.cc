@@ -39,12 +39,18 @@ absl::Status JobScheduler::Start() {
   // Interrupted jobs first: they were taken from the queue before the ones still queued.
   for (v1::Job& job : *jobs) {
     if (job.state() != v1::JOB_STATE_RUNNING) continue;
-    // Restarted from scratch: per-block resume (from blocks_done) is later work.
     job.set_state(v1::JOB_STATE_QUEUED);
     job.set_start_time_ms(0);
     if (auto s = store_.Update(job); !s.ok()) return s;
+    // The block store may hold one block more than the store records (killed between the two
+    // writes): the run says exactly where it resumes (RunJob).
     Log(job.id(), absl::StrCat("coordinator restarted while the job was running (", job.blocks_done(),
-                               " of ", job.num_blocks(), " blocks done); re-queued, restarting from scratch"));
+                               " of ", job.num_blocks(), " blocks finished); re-queued: it resumes "
+                               "from its last saved block, not from scratch"));
+    v1::JobEvent requeued;  // for watchers that resume across the restart
+    requeued.set_job_id(job.id());
+    *requeued.mutable_state() = job;
+    Publish(std::move(requeued));
     queue_.push_back(job.id());
   }
   for (const v1::Job& job : *jobs) {
@@ -96,6 +102,10 @@ absl::StatusOr<v1::Job> JobScheduler::Submit(const v1::JobSpec& spec, const std:
   if (auto s = store_.Insert(job); !s.ok()) return s;
   Log(job.id(), absl::StrCat("queued: ", worker::QuantizeOptionsFromSpec(spec).method, " of ",
                              spec.model_path(), " to ", spec.output_path()));
+  v1::JobEvent queued;  // the first of the job's stream (no watcher yet: for those that replay it)
+  queued.set_job_id(job.id());
+  *queued.mutable_state() = job;
+  Publish(std::move(queued));
   queue_.push_back(job.id());
   owner_of_[job.id()] = owner;
   UpdateGauge();
@@ -154,13 +164,25 @@ absl::StatusOr<v1::Job> JobScheduler::Cancel(const std::string& id) {
   }
 }
 
-absl::StatusOr<JobScheduler::Watch> JobScheduler::StartWatch(const std::string& id) {
-  // Under mu_, which every Publish also holds: no event falls between the snapshot and the
-  // subscription.
+absl::StatusOr<JobScheduler::Watch> JobScheduler::StartWatch(const std::string& id,
+                                                             std::optional<int64_t> after_sequence) {
+  // Under mu_, which every Publish also holds: no event falls between the snapshot, the stored
+  // events and the subscription.
   std::lock_guard<std::mutex> lock(mu_);
+  Watch watch;
   auto job = GetLocked(id);
   if (!job.ok()) return job.status();
-  return Watch{*std::move(job), hub_.Subscribe(id)};
+  watch.job = *std::move(job);
+  auto last = store_.LastEventSequence(id);
+  if (!last.ok()) return last.status();
+  watch.last_sequence = *last;
+  if (after_sequence.has_value()) {
+    auto missed = store_.Events(id, *after_sequence);
+    if (!missed.ok()) return missed.status();
+    watch.missed = *std::move(missed);
+  }
+  watch.events = hub_.Subscribe(id);
+  return watch;
 }
 
 absl::StatusOr<std::vector<v1::LogLine>> JobScheduler::Logs(const std::string& id, int64_t first) {
@@ -180,10 +202,21 @@ void JobScheduler::SaveAndPublish(const v1::Job& job) {
   if (auto s = store_.Update(job); !s.ok()) spdlog::error("{}", s.ToString());
   v1::JobEvent event;
   event.set_job_id(job.id());
-  event.set_time_ms(NowMs());
   *event.mutable_state() = job;
-  hub_.Publish(event);
+  Publish(std::move(event));
   UpdateGauge();
+}
+
+void JobScheduler::Publish(v1::JobEvent event) {
+  event.set_time_ms(NowMs());
+  // Stored first: a watcher can only have seen events that a restarted coordinator still has.
+  auto sequence = store_.AppendEvent(event);
+  if (sequence.ok()) {
+    event.set_sequence(*sequence);
+  } else {
+    spdlog::error("{}", sequence.status().ToString());  // live watchers still get it, unnumbered
+  }
+  hub_.Publish(event);
 }
 
 void JobScheduler::UpdateGauge() {
@@ -203,6 +236,7 @@ void JobScheduler::UpdateGauge() {
 void JobScheduler::RunLoop() {
   while (true) {
     v1::Job job;
+    bool ran_before = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
       queue_ready_.wait(lock, [this] { return stopping_.load() || !queue_.empty(); });
@@ -216,6 +250,8 @@ void JobScheduler::RunLoop() {
         continue;
       }
       if (stored->state() != v1::JOB_STATE_QUEUED) continue;
+      // Progress recorded by an earlier run of this job (interrupted by a restart or a stop).
+      ran_before = stored->num_blocks() > 0 || stored->layers_done() > 0;
       job = *std::move(stored);
       job.set_state(v1::JOB_STATE_RUNNING);
       job.set_start_time_ms(NowMs());
@@ -228,40 +264,66 @@ void JobScheduler::RunLoop() {
       Log(job.id(), "started");
       SaveAndPublish(job);
     }
-    RunJob(std::move(job));
+    RunJob(std::move(job), ran_before);
   }
 }
 
-void JobScheduler::RunJob(v1::Job job) {
+void JobScheduler::RunJob(v1::Job job, bool ran_before) {
   const std::string id = job.id();
+  // Where this run starts, said once: the blocks the pipeline reloads (saved by an earlier run)
+  // arrive as `reloaded` layer and block events before the first layer it quantizes.
+  int64_t reloaded = 0;
+  bool start_said = false;
+  auto say_start = [&](int64_t num_blocks) {
+    if (start_said) return;
+    start_said = true;
+    if (reloaded >= num_blocks && num_blocks > 0) {
+      Log(id, absl::StrCat("resumed: all ", num_blocks, " blocks were saved by an earlier run and "
+                           "are reloaded, not quantized again"));
+    } else if (reloaded > 0) {
+      Log(id, absl::StrCat("resumed from block ", reloaded + 1, " of ", num_blocks, ": ",
+                           reloaded == 1 ? "block 1 was" : absl::StrCat("blocks 1-", reloaded, " were"),
+                           " saved by an earlier run and ", reloaded == 1 ? "is" : "are",
+                           " reloaded, not quantized again"));
+    } else if (ran_before) {
+      Log(id, absl::StrCat("no block of the earlier run was saved: quantizing from block 1 of ",
+                           num_blocks));
+    }
+  };
   ExecutionHooks hooks;
   hooks.job_id = id;
   hooks.cancel = &cancel_;
-  hooks.on_layer = [this, &id](const v1::LayerProgress& p) {
+  hooks.on_layer = [&](const v1::LayerProgress& p) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!p.reloaded()) say_start(p.num_blocks());
     running_->set_num_blocks(p.num_blocks());
     running_->set_layers_done(p.layers_done());
     running_->set_layers_total(p.layers_total());
     v1::JobEvent event;
     event.set_job_id(id);
-    event.set_time_ms(NowMs());
     *event.mutable_layer() = p;
-    hub_.Publish(event);
-    Log(id, absl::StrFormat("block %d/%d %s loss %.6g (relative %.4g), %d/%d layers, ETA %.1f s",
+    Publish(std::move(event));
+    Log(id, absl::StrFormat("block %d/%d %s loss %.6g (relative %.4g), %d/%d layers, ETA %.1f s%s",
                             p.block() + 1, p.num_blocks(), p.layer(), p.loss(), p.relative_loss(),
-                            p.layers_done(), p.layers_total(), p.eta_seconds()));
+                            p.layers_done(), p.layers_total(), p.eta_seconds(),
+                            p.reloaded() ? " (reloaded, not quantized again)" : ""));
   };
-  hooks.on_block = [this, &id](const v1::BlockProgress& p) {
+  hooks.on_block = [&](const v1::BlockProgress& p) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (p.reloaded()) {
+      ++reloaded;
+      if (p.block() + 1 == p.num_blocks()) say_start(p.num_blocks());
+    } else {
+      say_start(p.num_blocks());
+    }
     running_->set_num_blocks(p.num_blocks());
     running_->set_blocks_done(p.block() + 1);
-    // Durable per-block progress (for resume, later); a block event for watchers.
+    // Durable per-block progress (what a restart reports); a block event for watchers.
     if (auto s = store_.Update(*running_); !s.ok()) spdlog::error("{}", s.ToString());
     v1::JobEvent event;
     event.set_job_id(id);
-    event.set_time_ms(NowMs());
     *event.mutable_block() = p;
-    hub_.Publish(event);
+    Publish(std::move(event));
   };
   hooks.log = [this, &id](const std::string& line) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -7,8 +7,14 @@
 //
 // Recovery: Start re-queues jobs the store holds as RUNNING (the previous coordinator was killed
 // or stopped mid-job), ahead of the jobs that were still queued. Their run resumes from the last
-// finished block, which the pipeline keeps next to the output (core/checkpoint/block_store.h). A job that
-// ends cancelled has that folder removed; a failed one keeps it, so submitting it again resumes.
+// finished block, which the pipeline keeps next to the output (core/checkpoint/block_store.h); the
+// job's log says from which block once the run knows (blocks it reloads arrive as BlockProgress
+// with `reloaded`). A job that ends cancelled has that folder removed; a failed one keeps it, so
+// submitting it again resumes.
+//
+// Events: every event is appended to the store (which numbers it, JobEvent.sequence) before it is
+// published, so a watcher that lost its stream, even to a coordinator restart, can be sent exactly
+// the events it missed (StartWatch).
 //
 // Thread safety: every public method may be called from any thread.
 #pragma once
@@ -67,12 +73,16 @@ class JobScheduler {
   // a SUCCEEDED or FAILED one is FailedPrecondition.
   absl::StatusOr<v1::Job> Cancel(const std::string& id);
 
-  // The job's current state and a subscription to every event after it, taken atomically.
+  // The job's current state, the sequence of its last event, the stored events after
+  // `after_sequence` (when given) and a subscription to every event after those, taken atomically.
   struct Watch {
     v1::Job job;
+    int64_t last_sequence = 0;
+    std::vector<v1::JobEvent> missed;  // sequence > after_sequence, in order
     std::unique_ptr<Subscription> events;
   };
-  absl::StatusOr<Watch> StartWatch(const std::string& id);
+  absl::StatusOr<Watch> StartWatch(const std::string& id,
+                                   std::optional<int64_t> after_sequence = std::nullopt);
   // Job `id`'s log lines from the `first`-th on.
   absl::StatusOr<std::vector<v1::LogLine>> Logs(const std::string& id, int64_t first);
 
@@ -80,10 +90,12 @@ class JobScheduler {
 
  private:
   void RunLoop();
-  void RunJob(v1::Job job);
+  // `ran_before`: an earlier run of the job recorded progress (it was interrupted).
+  void RunJob(v1::Job job, bool ran_before);
   // The following REQUIRE mu_ held.
   absl::StatusOr<v1::Job> GetLocked(const std::string& id);
   void SaveAndPublish(const v1::Job& job);  // store, state event, gauge
+  void Publish(v1::JobEvent event);          // numbered by the store, then to the watchers
   void Log(const std::string& id, const std::string& text);
   void UpdateGauge();
   std::string NewId();

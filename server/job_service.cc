@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include <thread>
@@ -122,10 +123,28 @@ grpc::Status JobServiceImpl::Watch(grpc::ServerContext* context,
                                    grpc::ServerWriter<v1::JobEvent>* writer) {
   if (auto a = Authorize(context, /*write=*/false); !a.ok()) return a;
   if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
-  auto watch = scheduler_.StartWatch(request->job_id());
+  std::optional<int64_t> after;
+  if (request->has_after_sequence()) after = request->after_sequence();
+  auto watch = scheduler_.StartWatch(request->job_id(), after);
   if (!watch.ok()) return ToGrpcStatus(watch.status());
-  if (!writer->Write(StateEvent(watch->job))) return grpc::Status::CANCELLED;
-  if (IsFinished(watch->job.state())) return grpc::Status::OK;
+  // The client knows it is connected before the first event (a resumed watch may wait for one).
+  context->AddInitialMetadata(v1::kWatchReadyMetadataKey, "ready");
+  writer->SendInitialMetadata();
+  auto is_final = [](const v1::JobEvent& e) { return e.has_state() && IsFinished(e.state().state()); };
+  bool final_sent = false;
+  for (const v1::JobEvent& event : watch->missed) {
+    if (!writer->Write(event)) return grpc::Status::CANCELLED;
+    if (is_final(event)) return grpc::Status::OK;
+  }
+  // A new watch starts with the state; so does a resumed one whose job has finished without a
+  // stored final event (a store from before events were kept, or a sequence past the end).
+  if (!after.has_value() || IsFinished(watch->job.state())) {
+    v1::JobEvent state = StateEvent(watch->job);
+    state.set_sequence(watch->last_sequence);
+    if (!writer->Write(state)) return grpc::Status::CANCELLED;
+    final_sent = IsFinished(watch->job.state());
+  }
+  if (final_sent) return grpc::Status::OK;
   while (true) {
     if (context->IsCancelled()) return grpc::Status::CANCELLED;
     std::optional<v1::JobEvent> event = watch->events->Next(kPollInterval);
@@ -136,7 +155,7 @@ grpc::Status JobServiceImpl::Watch(grpc::ServerContext* context,
       continue;
     }
     if (!writer->Write(*event)) return grpc::Status::CANCELLED;  // the client went away
-    if (event->has_state() && IsFinished(event->state().state())) return grpc::Status::OK;
+    if (is_final(*event)) return grpc::Status::OK;
   }
 }
 
@@ -144,7 +163,10 @@ grpc::Status JobServiceImpl::Logs(grpc::ServerContext* context, const v1::LogsRe
                                   grpc::ServerWriter<v1::LogLine>* writer) {
   if (auto a = Authorize(context, /*write=*/false); !a.ok()) return a;
   if (auto s = RequireJobId(request->job_id()); !s.ok()) return ToGrpcStatus(s);
-  int64_t sent = 0;
+  if (request->first_line() < 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError("first_line must not be negative"));
+  }
+  int64_t sent = request->first_line();
   while (true) {
     // The state first, then the lines: a job seen finished has all its lines stored.
     auto job = scheduler_.Get(request->job_id());

@@ -1,5 +1,5 @@
-// Where the coordinator keeps its jobs: every job's spec, state, progress, result and log lines,
-// surviving a coordinator restart. Implemented by SqliteJobStore (server/sqlite_job_store.h).
+// Where the coordinator keeps its jobs: every job's spec, state, progress, result, log lines and
+// watch events, surviving a coordinator restart. Implemented by SqliteJobStore (server/sqlite_job_store.h).
 //
 // Thread safety: implementations may be called from any thread.
 #pragma once
@@ -35,6 +35,14 @@ class JobStore {
   virtual absl::Status AppendLog(const std::string& id, const v1::LogLine& line) = 0;
   // Job `id`'s log lines in order, from the `first`-th (0-based) on.
   virtual absl::StatusOr<std::vector<v1::LogLine>> Logs(const std::string& id, int64_t first) = 0;
+
+  // Appends `event` to its job's event stream (event.job_id()) and returns the sequence it gets:
+  // one more than the job's last (1 for its first). The event's own `sequence` is ignored.
+  virtual absl::StatusOr<int64_t> AppendEvent(const v1::JobEvent& event) = 0;
+  // Job `id`'s events whose sequence is greater than `after`, in order, `sequence` set.
+  virtual absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& id, int64_t after) = 0;
+  // The sequence of job `id`'s last event; 0 when it has none.
+  virtual absl::StatusOr<int64_t> LastEventSequence(const std::string& id) = 0;
 };
 
 }  // namespace ptq::server

@@ -7,8 +7,9 @@
 namespace ptq::server {
 namespace {
 
-// Version 1: the tables below. Bump with a migration when they change.
-constexpr int kSchemaVersion = 1;
+// Version 1: jobs and job_logs. Version 2 adds job_events (a version-1 store gets it on open: every
+// statement below is idempotent). Bump with a migration when they change.
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,6 +35,12 @@ CREATE TABLE IF NOT EXISTS job_logs (
   text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_logs_by_job ON job_logs (job_id, seq);
+CREATE TABLE IF NOT EXISTS job_events (
+  job_id TEXT NOT NULL,
+  sequence INTEGER NOT NULL,               -- 1, 2, ... per job (JobEvent.sequence)
+  event BLOB NOT NULL,                     -- serialized ptq.v1.JobEvent
+  PRIMARY KEY (job_id, sequence)
+);
 )sql";
 
 constexpr const char* kJobColumns =
@@ -258,6 +265,59 @@ absl::StatusOr<std::vector<v1::LogLine>> SqliteJobStore::Logs(const std::string&
   }
   if (rc != SQLITE_DONE) return Error(absl::StrCat("logs of job ", id));
   return lines;
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::LastEventSequenceLocked(const std::string& id) {
+  Statement st(db_, "SELECT COALESCE(MAX(sequence), 0) FROM job_events WHERE job_id = ?1;");
+  if (!st.ok()) return Error("prepare last event");
+  st.Bind(1, id);
+  if (sqlite3_step(st.get()) != SQLITE_ROW) return Error(absl::StrCat("last event of job ", id));
+  return st.Int(0);
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::LastEventSequence(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return LastEventSequenceLocked(id);
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::AppendEvent(const v1::JobEvent& event) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // One connection behind mu_: nothing appends between reading the last sequence and inserting.
+  auto last = LastEventSequenceLocked(event.job_id());
+  if (!last.ok()) return last.status();
+  v1::JobEvent stored = event;
+  stored.clear_sequence();  // the column holds it
+  Statement st(db_, "INSERT INTO job_events (job_id, sequence, event) VALUES (?1, ?2, ?3);");
+  if (!st.ok()) return Error("prepare event");
+  st.Bind(1, event.job_id());
+  st.Bind(2, *last + 1);
+  st.BindBlob(3, stored.SerializeAsString());
+  if (sqlite3_step(st.get()) != SQLITE_DONE) return Error(absl::StrCat("event of job ", event.job_id()));
+  return *last + 1;
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> SqliteJobStore::Events(const std::string& id,
+                                                                 int64_t after) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement st(db_,
+               "SELECT sequence, event FROM job_events WHERE job_id = ?1 AND sequence > ?2 "
+               "ORDER BY sequence;");
+  if (!st.ok()) return Error("prepare events");
+  st.Bind(1, id);
+  st.Bind(2, after);
+  std::vector<v1::JobEvent> events;
+  int rc;
+  while ((rc = sqlite3_step(st.get())) == SQLITE_ROW) {
+    v1::JobEvent event;
+    if (!event.ParseFromString(st.Text(1))) {
+      return absl::DataLossError(absl::StrCat("job ", id, ": stored event ", st.Int(0),
+                                              " does not parse"));
+    }
+    event.set_sequence(st.Int(0));
+    events.push_back(std::move(event));
+  }
+  if (rc != SQLITE_DONE) return Error(absl::StrCat("events of job ", id));
+  return events;
 }
 
 }  // namespace ptq::server

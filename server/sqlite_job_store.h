@@ -1,5 +1,5 @@
-// JobStore in one embedded SQLite file. WAL journal with synchronous=FULL: every Insert, Update and
-// AppendLog is its own transaction and is on disk when it returns, so a killed coordinator loses
+// JobStore in one embedded SQLite file. WAL journal with synchronous=FULL: every Insert, Update,
+// AppendLog and AppendEvent is its own transaction and is on disk when it returns, so a killed coordinator loses
 // nothing it has acknowledged.
 //
 // Thread safety: one connection, serialized by a mutex; callable from any thread.
@@ -30,11 +30,15 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<std::map<v1::JobState, int64_t>> CountByState() override;
   absl::Status AppendLog(const std::string& id, const v1::LogLine& line) override;
   absl::StatusOr<std::vector<v1::LogLine>> Logs(const std::string& id, int64_t first) override;
+  absl::StatusOr<int64_t> AppendEvent(const v1::JobEvent& event) override;
+  absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& id, int64_t after) override;
+  absl::StatusOr<int64_t> LastEventSequence(const std::string& id) override;
 
  private:
   SqliteJobStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   absl::Status Exec(const char* sql);
   absl::Status Error(const std::string& what) const;  // REQUIRES: mu_ held
+  absl::StatusOr<int64_t> LastEventSequenceLocked(const std::string& id);  // REQUIRES: mu_ held
 
   std::mutex mu_;
   sqlite3* db_;

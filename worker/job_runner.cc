@@ -43,6 +43,7 @@ v1::LayerProgress LayerProgressToProto(const LayerProgress& p) {
   }
   e.set_elapsed_seconds(p.elapsed_seconds);
   e.set_eta_seconds(p.eta_seconds);
+  e.set_reloaded(p.reloaded);
   return e;
 }
 

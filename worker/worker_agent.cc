@@ -266,10 +266,11 @@ class Agent {
       ReportProgress(a, std::move(r));
     };
     if (a.rank() == 0) {
-      hooks.on_block = [&](int64_t block, int64_t num_blocks) {
+      hooks.on_block = [&](int64_t block, int64_t num_blocks, bool reloaded) {
         v1::ReportProgressRequest r;
         r.mutable_block()->set_block(block);
         r.mutable_block()->set_num_blocks(num_blocks);
+        r.mutable_block()->set_reloaded(reloaded);
         ReportProgress(a, std::move(r));
       };
     }

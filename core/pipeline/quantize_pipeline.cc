@@ -395,7 +395,7 @@ absl::Status QuantizeJob::RunBlock(int64_t block) {
   if (block + 1 < plan_.num_blocks) AdvanceStreams(w, w_fp);
   report_.block_seconds.push_back(Since(block_start));
   metrics_.Block(report_, report_.block_seconds.back(), o_.samples * o_.seq_len);
-  if (hooks_.on_block) hooks_.on_block(block, plan_.num_blocks);
+  if (hooks_.on_block) hooks_.on_block(block, plan_.num_blocks, resumed);
   return absl::OkStatus();
 }
 
@@ -558,6 +558,7 @@ absl::Status QuantizeJob::LayerDone(int64_t block, LinearKind kind, BlockWeights
     p.eta_seconds = p.elapsed_seconds * static_cast<double>(p.layers_total - p.layers_done) /
                     static_cast<double>(p.layers_done);
     p.layer = &report_.layers.back();
+    p.reloaded = block < report_.resumed_blocks;
     hooks_.on_layer(p);
   }
   return absl::OkStatus();

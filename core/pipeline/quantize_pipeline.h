@@ -28,13 +28,15 @@ struct LayerProgress {
   double elapsed_seconds = 0;
   double eta_seconds = 0;
   const LayerReport* layer = nullptr;
+  bool reloaded = false;     // saved by an earlier run of this job and reloaded, not quantized again
 };
 
 // Optional hooks for a caller that runs the pipeline as a job. Not part of the checkpoint's options.
 struct JobHooks {
   std::function<void(const LayerProgress&)> on_layer;
-  // Called after block `block` is finished (its quantized tensors are in the sink).
-  std::function<void(int64_t block, int64_t num_blocks)> on_block;
+  // Called after block `block` is finished (its quantized tensors are in the sink); `reloaded`: an
+  // earlier run of this job saved it and it was reloaded, not quantized again.
+  std::function<void(int64_t block, int64_t num_blocks, bool reloaded)> on_block;
   // Checked between layers; when set the run stops with CANCELLED and leaves no checkpoint.
   const std::atomic<bool>* cancel = nullptr;
   // The worker group this process belongs to (nullptr: quantize alone). Every rank calls RunQuantize

@@ -92,6 +92,40 @@ TEST(SqliteJobStoreTest, MissingAndDuplicateIdsAreErrors) {
             absl::StatusCode::kAlreadyExists);
 }
 
+TEST(SqliteJobStoreTest, EventsAreNumberedPerJobAndKeptAcrossAReopen) {
+  const std::string path = FreshPath("events");
+  auto event = [](const std::string& job, int64_t layers_done) {
+    v1::JobEvent e;
+    e.set_job_id(job);
+    e.set_time_ms(100 + layers_done);
+    e.set_sequence(99);  // ignored: the store numbers
+    e.mutable_layer()->set_layers_done(layers_done);
+    return e;
+  };
+  {
+    auto store = SqliteJobStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ(*(*store)->LastEventSequence("a"), 0);
+    EXPECT_EQ(*(*store)->AppendEvent(event("a", 1)), 1);
+    EXPECT_EQ(*(*store)->AppendEvent(event("b", 1)), 1);
+    EXPECT_EQ(*(*store)->AppendEvent(event("a", 2)), 2);
+  }
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ(*(*store)->AppendEvent(event("a", 3)), 3);  // goes on counting after a reopen
+  EXPECT_EQ(*(*store)->LastEventSequence("a"), 3);
+  auto after_one = (*store)->Events("a", 1);
+  ASSERT_TRUE(after_one.ok());
+  ASSERT_EQ(after_one->size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    v1::JobEvent expected = event("a", i + 2);
+    expected.set_sequence(i + 2);
+    EXPECT_EQ((*after_one)[i].SerializeAsString(), expected.SerializeAsString()) << i;
+  }
+  EXPECT_TRUE((*store)->Events("a", 3)->empty());
+  EXPECT_EQ((*store)->Events("b", 0)->size(), 1u);
+}
+
 TEST(SqliteJobStoreTest, UnopenablePathIsAnError) {
   auto store = SqliteJobStore::Open("/nonexistent/dir/jobs.db");
   ASSERT_FALSE(store.ok());

@@ -1,4 +1,5 @@
-// Helpers for the API's JobState, shared by the coordinator and the `ptq` client.
+// Helpers for the JobService API (job states, stream metadata), shared by the coordinator and the
+// `ptq` client.
 #pragma once
 
 #include <string>
@@ -11,5 +12,9 @@ namespace ptq::v1 {
 bool IsFinished(JobState state);
 // "QUEUED", "RUNNING", ... ("STATE_<n>" for a value this build does not know).
 std::string StateName(JobState state);
+
+// The initial-metadata key a Watch stream carries once it is set up, before its first event: the
+// client's cue that it reached the coordinator again.
+inline constexpr char kWatchReadyMetadataKey[] = "ptq-stream";
 
 }  // namespace ptq::v1

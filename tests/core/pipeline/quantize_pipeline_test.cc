@@ -210,22 +210,34 @@ TEST(QuantizePipelineTest, ARerunResumesFromTheLastFinishedBlockWithTheSameResul
   std::atomic<bool> cancel{false};
   JobHooks hooks;
   hooks.cancel = &cancel;
-  hooks.on_block = [&](int64_t block, int64_t) {
+  std::vector<bool> reloaded_flags;  // per finished block, as the hook reports it
+  hooks.on_block = [&](int64_t block, int64_t, bool reloaded) {
+    reloaded_flags.push_back(reloaded);
     if (block == 1) cancel.store(true);
   };
   auto stopped = RunQuantize(options(out), hooks);
   ASSERT_EQ(stopped.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(reloaded_flags, (std::vector<bool>{false, false}));
   EXPECT_TRUE(fs::exists(out + ".blocks/block-00001.safetensors"));
   EXPECT_FALSE(fs::exists(out + ".blocks/block-00002.safetensors"));
 
   // Stopped a second time, after block 3: the blocks it reloaded must stay in the store (it once
   // saved them again, empty, and the third run wrote blocks 1-2 unquantized).
-  hooks.on_block = [&](int64_t block, int64_t) {
+  reloaded_flags.clear();
+  std::vector<bool> layer_reloaded;
+  hooks.on_layer = [&](const LayerProgress& p) { layer_reloaded.push_back(p.reloaded); };
+  hooks.on_block = [&](int64_t block, int64_t, bool reloaded) {
+    reloaded_flags.push_back(reloaded);
     if (block == 2) cancel.store(true);
   };
   cancel.store(false);
   auto stopped_again = RunQuantize(options(out), hooks);
   ASSERT_EQ(stopped_again.status().code(), absl::StatusCode::kCancelled);
+  // Blocks 1-2 came from the first run's store; block 3 was quantized.
+  EXPECT_EQ(reloaded_flags, (std::vector<bool>{true, true, false}));
+  ASSERT_EQ(layer_reloaded.size(), 21u);  // 7 linear layers a block
+  for (size_t i = 0; i < layer_reloaded.size(); ++i) EXPECT_EQ(layer_reloaded[i], i < 14) << i;
+  hooks.on_layer = nullptr;
   EXPECT_TRUE(fs::exists(out + ".blocks/block-00002.safetensors"));
 
   auto resumed = RunQuantize(options(out));
