@@ -25,6 +25,7 @@
 #include "common/metrics_server.h"
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
+#include "core/checkpoint/dense_export.h"
 #include "core/model/llama_model.h"
 #include "core/model/perplexity.h"
 #include "core/pipeline/progress.h"
@@ -137,6 +138,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
         {"layers", layers}});
     if (r.perplexity_fp >= 0) j["perplexity_fp"] = r.perplexity_fp;
     if (r.perplexity_quant >= 0) j["perplexity_quant"] = r.perplexity_quant;
+    if (!r.serving_json.empty()) j["serving"] = nlohmann::json::parse(r.serving_json);
     std::cout << j.dump() << std::endl;
   } else {
     std::printf("\n%s W%d g%lld on %s\n", o.method.c_str(), o.gptq.grid.bits,
@@ -148,6 +150,18 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
                 r.eval_seconds);
     std::printf("  peak memory: %.0f MiB\n", PeakRssMiB());
     std::printf("  checkpoint: %s\n", r.out_dir.c_str());
+    if (!r.serving_json.empty()) {  // which runtimes load it (also in ptq_report.json)
+      const nlohmann::json serving = nlohmann::json::parse(r.serving_json);
+      std::printf("  format: %s\n", serving["format"].get<std::string>().c_str());
+      for (const auto& t : serving["runtimes"]) {
+        std::printf("    %s: %s%s\n", t["runtime"].get<std::string>().c_str(),
+                    t["loads"].get<bool>() ? "loads, " : "does not load, ",
+                    t["kernel"].get<std::string>().c_str());
+      }
+      for (const auto& w : serving["warnings"]) {
+        std::printf("    warning: %s\n", w.get<std::string>().c_str());
+      }
+    }
     std::printf("  per-layer report: %s/ptq_report.svg (and .json)\n", r.out_dir.c_str());
   }
   return 0;
@@ -189,6 +203,14 @@ int main(int argc, char** argv) {
   std::string e_device = "cpu";
   eval->add_option("--device", e_device, "cpu, cuda or cuda:N")->capture_default_str();
 
+  std::string d_model, d_out;
+  bool d_force = false;
+  auto* dequantize = app.add_subcommand(
+      "dequantize", "rewrite a GPTQ or compressed-tensors checkpoint as a float32 model");
+  dequantize->add_option("--model", d_model, "quantized checkpoint folder")->required();
+  dequantize->add_option("--out", d_out, "output folder")->required();
+  dequantize->add_flag("--force", d_force, "replace a model already in --out");
+
 #if defined(PTQ_WITH_SERVICE)
   ptq::client::ServiceCommands service_commands(app);
 #endif
@@ -218,5 +240,9 @@ int main(int argc, char** argv) {
   }
   if (*quantize) return RunQuantize(q, q_json, q_workers, argv);
   if (*eval) return RunEval(e_model, e_text, e_seq_len, e_windows, e_device, e_json);
+  if (*dequantize) {
+    absl::Status s = ptq::CatchTorchErrors([&] { return ptq::WriteDenseCopy(d_model, d_out, d_force); });
+    return s.ok() ? 0 : Fail(s);
+  }
   return 2;
 }

@@ -2,56 +2,14 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/gptq_format.h"
 #include "common/status_macros.h"
+#include "core/checkpoint/tensor_bytes.h"
 #include "nlohmann/json.hpp"
 
 namespace ptq {
-namespace {
-
-template <typename T>
-std::vector<uint8_t> Bytes(const std::vector<T>& v) {
-  std::vector<uint8_t> b(v.size() * sizeof(T));
-  std::memcpy(b.data(), v.data(), b.size());
-  return b;
-}
-
-std::vector<uint8_t> TensorBytes(const at::Tensor& t) {
-  at::Tensor c = t.contiguous();
-  std::vector<uint8_t> b(c.numel() * c.element_size());
-  std::memcpy(b.data(), c.data_ptr(), b.size());
-  return b;
-}
-
-}  // namespace
-
-absl::Status GptqCheckpointWriter::Add(const std::string& name, DType dtype,
-                                       std::vector<int64_t> shape, std::vector<uint8_t> bytes) {
-  if (!shard_names_.empty() && shard_->num_bytes() + bytes.size() > o_.max_shard_bytes) {
-    PTQ_RETURN_IF_ERROR(FlushShard());
-  }
-  total_bytes_ += bytes.size();
-  shard_of_[name] = shard_files_.size();
-  shard_names_.push_back(name);
-  return shard_->AddTensor(name, dtype, std::move(shape), std::move(bytes));
-}
-
-absl::Status GptqCheckpointWriter::FlushShard() {
-  std::string path = absl::StrFormat("%s/shard-%05d.partial.safetensors", o_.dir, shard_files_.size());
-  PTQ_RETURN_IF_ERROR(shard_->Finish(path));
-  shard_files_.push_back(path);
-  shard_ = std::make_unique<SafetensorsWriter>();
-  shard_names_.clear();
-  return absl::OkStatus();
-}
-
 absl::Status GptqCheckpointWriter::AddQuantized(const std::string& weight_name,
                                                 const QuantizedLinear& q) {
   if (!absl::EndsWith(weight_name, ".weight")) {
@@ -88,37 +46,20 @@ absl::Status GptqCheckpointWriter::AddQuantized(const std::string& weight_name,
   }
   auto qzeros = gptq::PackCols(zeros, groups, n, o_.bits);
   if (!qzeros.ok()) return absl::InvalidArgumentError(absl::StrCat(prefix, ".qzeros: ", qzeros.status().message()));
-  PTQ_RETURN_IF_ERROR(Add(prefix + ".qweight", DType::kI32, {k * o_.bits / 32, n}, Bytes(*qweight)));
-  PTQ_RETURN_IF_ERROR(Add(prefix + ".qzeros", DType::kI32, {groups, n * o_.bits / 32}, Bytes(*qzeros)));
-  PTQ_RETURN_IF_ERROR(Add(prefix + ".scales", DType::kF16, {groups, n},
-                          TensorBytes(q.scales.t().to(at::kHalf))));
-  return Add(prefix + ".g_idx", DType::kI32, {k}, TensorBytes(q.g_idx.to(at::kInt)));
+  PTQ_RETURN_IF_ERROR(shards_.Add(prefix + ".qweight", DType::kI32, {k * o_.bits / 32, n}, VectorBytes(*qweight)));
+  PTQ_RETURN_IF_ERROR(shards_.Add(prefix + ".qzeros", DType::kI32, {groups, n * o_.bits / 32}, VectorBytes(*qzeros)));
+  PTQ_RETURN_IF_ERROR(shards_.Add(prefix + ".scales", DType::kF16, {groups, n},
+                                  TensorBytes(q.scales.t().to(at::kHalf))));
+  return shards_.Add(prefix + ".g_idx", DType::kI32, {k}, TensorBytes(q.g_idx.to(at::kInt)));
 }
 
 absl::Status GptqCheckpointWriter::AddTensor(const TensorView& view) {
-  return Add(view.name, view.dtype, view.shape,
-             std::vector<uint8_t>(view.data, view.data + view.num_bytes));
+  return shards_.Add(view.name, view.dtype, view.shape,
+                     std::vector<uint8_t>(view.data, view.data + view.num_bytes));
 }
 
 absl::Status GptqCheckpointWriter::Finish() {
-  namespace fs = std::filesystem;
-  PTQ_RETURN_IF_ERROR(FlushShard());
-  const size_t count = shard_files_.size();
-  std::vector<std::string> final_names;
-  for (size_t i = 0; i < count; ++i) {
-    final_names.push_back(count == 1 ? "model.safetensors"
-                                     : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, count));
-    std::error_code ec;
-    fs::rename(shard_files_[i], o_.dir + "/" + final_names.back(), ec);
-    if (ec) return absl::UnavailableError(absl::StrCat("cannot rename ", shard_files_[i], ": ", ec.message()));
-  }
-  if (count > 1) {
-    nlohmann::json index;
-    index["metadata"] = {{"total_size", total_bytes_}};
-    index["weight_map"] = nlohmann::json::object();
-    for (const auto& [name, shard] : shard_of_) index["weight_map"][name] = final_names[shard];
-    PTQ_RETURN_IF_ERROR(WriteFileAtomically(o_.dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
-  }
+  PTQ_RETURN_IF_ERROR(shards_.Finish());
   nlohmann::json qc = {{"quant_method", "gptq"},
                        {"bits", o_.bits},
                        {"group_size", o_.group_size > 0 ? o_.group_size : -1},
@@ -133,17 +74,7 @@ absl::Status GptqCheckpointWriter::Finish() {
   config["quantization_config"] = qc;
   PTQ_RETURN_IF_ERROR(WriteFileAtomically(o_.dir + "/config.json", config.dump(2) + "\n"));
   PTQ_RETURN_IF_ERROR(WriteFileAtomically(o_.dir + "/quantize_config.json", qc.dump(2) + "\n"));
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                           "special_tokens_map.json", "generation_config.json", "vocab.json",
-                           "merges.txt", "added_tokens.json"}) {
-    fs::path src = fs::path(o_.source_dir) / name;
-    std::error_code ec;
-    if (fs::exists(src, ec)) {
-      fs::copy_file(src, fs::path(o_.dir) / name, fs::copy_options::overwrite_existing, ec);
-      if (ec) return absl::UnavailableError(absl::StrCat("cannot copy ", src.string(), ": ", ec.message()));
-    }
-  }
-  return absl::OkStatus();
+  return CopyTokenizerFiles(o_.source_dir, o_.dir);
 }
 
 }  // namespace ptq

@@ -6,13 +6,10 @@
 // with `model.safetensors.index.json`.
 #pragma once
 
-#include <map>
-#include <memory>
 #include <string>
-#include <vector>
 
-#include "common/safetensors_writer.h"
 #include "core/checkpoint/checkpoint_sink.h"
+#include "core/checkpoint/sharded_safetensors.h"
 
 namespace ptq {
 
@@ -33,22 +30,15 @@ struct GptqCheckpointOptions {
 
 class GptqCheckpointWriter final : public CheckpointSink {
  public:
-  explicit GptqCheckpointWriter(GptqCheckpointOptions options) : o_(std::move(options)) {}
+  explicit GptqCheckpointWriter(GptqCheckpointOptions options)
+      : o_(std::move(options)), shards_(o_.dir, o_.max_shard_bytes) {}
   absl::Status AddQuantized(const std::string& weight_name, const QuantizedLinear& q) override;
   absl::Status AddTensor(const TensorView& view) override;
   absl::Status Finish() override;
 
  private:
-  absl::Status Add(const std::string& name, DType dtype, std::vector<int64_t> shape,
-                   std::vector<uint8_t> bytes);
-  absl::Status FlushShard();
-
   GptqCheckpointOptions o_;
-  std::unique_ptr<SafetensorsWriter> shard_ = std::make_unique<SafetensorsWriter>();
-  std::vector<std::string> shard_names_;       // in the current shard
-  std::vector<std::string> shard_files_;       // written, temporary names
-  std::map<std::string, size_t> shard_of_;     // tensor -> shard index
-  uint64_t total_bytes_ = 0;
+  ShardedSafetensors shards_;
 };
 
 }  // namespace ptq

@@ -58,7 +58,7 @@ absl::StatusOr<GptqConfig> ParseGptqConfig(const std::string& text) {
   if (!method || *method != "gptq") {
     return absl::UnimplementedError(absl::StrCat("unsupported quant_method ",
                                                  j.contains("quant_method") ? j["quant_method"].dump() : "\"\"",
-                                                 " in quantization_config (supported: gptq)"));
+                                                 " in quantization_config (supported: gptq, compressed-tensors)"));
   }
   GptqConfig c;
   const nlohmann::json bits = j.contains("bits") ? j["bits"] : nlohmann::json();

@@ -53,6 +53,7 @@ nlohmann::json LayerReportJson(const QuantizeReport& r) {
   nlohmann::json j = {{"layers", layers}, {"block_seconds", r.block_seconds}, {"seconds", r.seconds}};
   if (r.perplexity_fp >= 0) j["perplexity_fp"] = r.perplexity_fp;
   if (r.perplexity_quant >= 0) j["perplexity_quant"] = r.perplexity_quant;
+  if (!r.serving_json.empty()) j["serving"] = nlohmann::json::parse(r.serving_json);
   return j;
 }
 

@@ -6,6 +6,7 @@
 #include "common/model_files.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
+#include "core/checkpoint/compressed_tensors_weight_source.h"
 #include "core/checkpoint/gptq_weight_source.h"
 #include "core/model/llama_block.h"
 
@@ -22,7 +23,16 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Open(const std::string& 
   PTQ_ASSIGN_OR_RETURN(std::string text, ReadFileToString(model_dir + "/config.json"));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_object() && j.contains("quantization_config")) {
-    auto gptq = ParseGptqConfig(j["quantization_config"].dump());
+    const nlohmann::json& qc = j["quantization_config"];
+    if (qc.is_object() && qc.contains("quant_method") && qc["quant_method"] == "compressed-tensors") {
+      auto ct = ParseCompressedTensorsConfig(qc.dump());
+      if (!ct.ok()) {
+        return absl::Status(ct.status().code(), absl::StrCat(model_dir, ": ", ct.status().message()));
+      }
+      return std::make_unique<LlamaModel>(std::move(config),
+                                          std::make_unique<CompressedTensorsWeightSource>(shared, *ct));
+    }
+    auto gptq = ParseGptqConfig(qc.dump());
     if (!gptq.ok()) {
       return absl::Status(gptq.status().code(),
                           absl::StrCat(model_dir, ": ", gptq.status().message()));

@@ -30,10 +30,33 @@ std::string_view MethodName(Method method) {
 }
 
 absl::StatusOr<CheckpointFormat> ParseCheckpointFormat(std::string_view name) {
-  if (name == "gptq") return CheckpointFormat::kGptq;
-  if (name == "dequantized") return CheckpointFormat::kDequantized;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown format \"", std::string(name), "\" (supported: gptq, dequantized)"));
+  for (CheckpointFormat f : {CheckpointFormat::kAuto, CheckpointFormat::kGptq,
+                             CheckpointFormat::kCompressedTensors, CheckpointFormat::kDequantized}) {
+    if (name == CheckpointFormatName(f)) return f;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown format \"", std::string(name),
+      "\" (supported: auto, gptq, compressed-tensors, dequantized)"));
+}
+
+std::string_view CheckpointFormatName(CheckpointFormat format) {
+  switch (format) {
+    case CheckpointFormat::kAuto: return "auto";
+    case CheckpointFormat::kGptq: return "gptq";
+    case CheckpointFormat::kCompressedTensors: return "compressed-tensors";
+    case CheckpointFormat::kDequantized: return "dequantized";
+  }
+  return "?";
+}
+
+CheckpointFormat ResolveCheckpointFormat(const QuantizeOptions& o) {
+  const CheckpointFormat requested = ParseCheckpointFormat(o.format).value();
+  if (requested != CheckpointFormat::kAuto) return requested;
+  const int bits = o.gptq.grid.bits;
+  if (o.gptq.grid.sym && (bits == 4 || bits == 8)) return CheckpointFormat::kGptq;
+  // compressed-tensors reshapes each row into whole groups; only GPTQ's g_idx holds a short one.
+  if (o.partial_groups) return CheckpointFormat::kGptq;
+  return CheckpointFormat::kCompressedTensors;
 }
 
 absl::StatusOr<int> ParseDeviceName(std::string_view name) {
@@ -103,9 +126,13 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
     return absl::InvalidArgumentError(absl::StrCat("unsupported bits ", bits, " (use 2, 3, 4 or 8)"));
   }
-  absl::StatusOr<CheckpointFormat> format = ParseCheckpointFormat(o.format);
-  if (!format.ok()) return format.status();
-  if (*format == CheckpointFormat::kGptq) {
+  absl::StatusOr<CheckpointFormat> requested = ParseCheckpointFormat(o.format);
+  if (!requested.ok()) return requested.status();
+  const CheckpointFormat format = ResolveCheckpointFormat(o);
+  if (o.max_shard_mib <= 0 || o.max_shard_mib > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError("--max-shard-mib must be positive");
+  }
+  if (format == CheckpointFormat::kGptq) {
     // Packed words must be whole: inputs pack into qweight, outputs into qzeros.
     const int64_t q_dim = c.num_attention_heads * c.head_dim;
     const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
@@ -114,7 +141,7 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
         return absl::InvalidArgumentError(absl::StrCat(
             "layer size ", dim, " cannot be packed at ", bits,
             " bits in the GPTQ format (needs a multiple of ", 32 / std::gcd(32, bits),
-            "); use --format dequantized"));
+            "); use --format compressed-tensors (it pads the last word) or dequantized"));
       }
     }
   }
@@ -154,6 +181,15 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
             " of some linear layers (use --partial-groups for a shorter last group, which vLLM's "
             "kernels do not load, or a group size that divides it)"));
       }
+      if (dim % g != 0 && format == CheckpointFormat::kCompressedTensors) {
+        // compressed-tensors' dequantization reshapes each row into whole groups and raises
+        // otherwise (quantization/lifecycle/forward_helpers.py, _process_group).
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--format compressed-tensors cannot express a shorter last group: group size ", g,
+            " does not divide the input size ", dim,
+            " (use --format gptq, which GPTQModel loads but no fast kernel does, or a group size "
+            "that divides every layer)"));
+      }
     }
   }
   return absl::OkStatus();
@@ -173,6 +209,7 @@ QuantizeOptions ResolveQuantizeOptions(const QuantizeOptions& options) {
                                : -1.0;
   if (!attention_aware) r.qk_hessian.clear();
   r.act_order_rows = attention_aware && options.act_order_rows;
+  r.format = std::string(CheckpointFormatName(ResolveCheckpointFormat(options)));
   return r;
 }
 

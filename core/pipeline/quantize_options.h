@@ -19,17 +19,29 @@
 
 namespace ptq {
 
+struct QuantizeOptions;
+
 enum class Method { kRtn, kGptq, kBoa, kTurboBoa };
 // "rtn" | "gptq" | "boa" | "turboboa"; InvalidArgument naming the supported ones otherwise.
 absl::StatusOr<Method> ParseMethod(std::string_view name);
 std::string_view MethodName(Method method);
 
-enum class CheckpointFormat { kGptq, kDequantized };
+// The checkpoint's on-disk format (docs/serving.md says which runtime loads which). kAuto is only an
+// option value: ResolveCheckpointFormat turns it into one of the others before any work.
+enum class CheckpointFormat { kAuto, kGptq, kCompressedTensors, kDequantized };
 
 // "cpu" -> -1, "cuda" -> 0, "cuda:N" -> N; InvalidArgument otherwise. Whether the device exists is
 // checked where LibTorch is (core/pipeline/device.h).
 absl::StatusOr<int> ParseDeviceName(std::string_view name);
+// "auto" | "gptq" | "compressed-tensors" | "dequantized"; InvalidArgument naming them otherwise.
 absl::StatusOr<CheckpointFormat> ParseCheckpointFormat(std::string_view name);
+std::string_view CheckpointFormatName(CheckpointFormat format);
+// The format a job writes: `--format auto` is GPTQ for 4/8-bit symmetric grids (what vLLM's GPTQ
+// Marlin/Machete path takes), otherwise compressed-tensors pack-quantized (vLLM's WNA16 path: zero
+// points at 4/8 bits, 2/3 bits through Humming), except that a shorter last group (--partial-groups),
+// which compressed-tensors cannot express, stays GPTQ. Never returns kAuto. REQUIRES: the format
+// and bits parse.
+CheckpointFormat ResolveCheckpointFormat(const QuantizeOptions& options);
 
 struct QuantizeOptions {
   std::string model_dir;
@@ -77,9 +89,13 @@ struct QuantizeOptions {
   // shrink as --mse) to minimise its diag(H_in)-weighted error, or "hessian-block". Empty: the
   // method's default, "hessian" with a Hessian, "minmax" for rtn.
   std::string scale_init;
-  // gptq: the packed GPTQ checkpoint vLLM and transformers load (classic zero - 1 storage);
-  // dequantized: an ordinary float32 model holding the quantized values.
-  std::string format = "gptq";
+  // gptq: the packed GPTQ checkpoint (classic zero - 1 storage); compressed-tensors: llm-compressor's
+  // pack-quantized layout; dequantized: an ordinary float32 model holding the quantized values;
+  // auto: whichever of the first two a fast kernel loads (ResolveCheckpointFormat).
+  std::string format = "auto";
+  // Largest safetensors shard of a gptq or compressed-tensors checkpoint; bigger models are split
+  // into model-0000x-of-0000y.safetensors with an index, as Hugging Face writes them.
+  int64_t max_shard_mib = 4096;
   GptqOptions gptq;  // grid (bits, sym, mse), group size, act-order, damping
   int64_t samples = 128;
   int64_t seq_len = 256;
@@ -179,8 +195,11 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
         o.scale_init);
   visit(OptionField{"bits", "--bits", "2, 3, 4 or 8", "bits"}, o.gptq.grid.bits);
   visit(OptionField{"format", "--format",
-                    "gptq (packed, what vLLM and transformers load) or dequantized (float32)", "format"},
+                    "auto (gptq for 4/8-bit --sym, else compressed-tensors), gptq, "
+                    "compressed-tensors (pack-quantized) or dequantized (float32)", "format"},
         o.format);
+  visit(OptionField{{}, "--max-shard-mib", "largest checkpoint shard in MiB (gptq, compressed-tensors)"},
+        o.max_shard_mib);
   visit(OptionField{"group_size", "--group-size", "columns per group; -1 per channel", "group_size"},
         o.gptq.group_size);
   visit(OptionField{"sym", "--sym", "symmetric grid (zero point 2^(b-1))", "sym"}, o.gptq.grid.sym);

@@ -26,6 +26,7 @@
 #include "core/checkpoint/block_store.h"
 #include "core/model/calibration.h"
 #include "core/checkpoint/checkpoint_size.h"
+#include "core/checkpoint/compressed_tensors_writer.h"
 #include "core/checkpoint/dequantized_checkpoint.h"
 #include "core/checkpoint/gptq_checkpoint_writer.h"
 #include "core/stats/hessian_accumulator.h"
@@ -34,6 +35,7 @@
 #include "core/quant/layer_shard.h"
 #include "core/model/llama_model.h"
 #include "core/checkpoint/output_folder.h"
+#include "core/checkpoint/serving_support.h"
 #include "core/model/perplexity.h"
 #include "core/pipeline/pipeline_metrics.h"
 #include "core/pipeline/progress.h"
@@ -324,6 +326,11 @@ absl::Status QuantizeJob::Open() {
   if (dequantized) {
     sink_ = std::make_unique<DequantizedCheckpoint>(output_->staging_dir(), config_text,
                                                     plan_.options_json);
+  } else if (plan_.format == CheckpointFormat::kCompressedTensors) {
+    CompressedTensorsOptions co = plan_.compressed_tensors;
+    co.dir = output_->staging_dir();
+    co.config_json = config_text;
+    sink_ = std::make_unique<CompressedTensorsWriter>(co);
   } else {
     GptqCheckpointOptions co = plan_.gptq_checkpoint;
     co.dir = output_->staging_dir();
@@ -647,7 +654,19 @@ absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& options, const
         "--device ", options.device, " with the ", group->backend(), " collective: it reads host "
         "memory only; a group of CUDA workers uses NCCL (ptq-worker --device cuda:N)"));
   }
+  // Where the result will load, said before any work (and kept for the report).
+  const ServingSupport serving = DescribeServing(options, config);
+  if (group->rank() == 0) {
+    for (const std::string& line : ServingSupportLines(serving)) {
+      if (line.find("warning: ") != std::string::npos) {
+        spdlog::warn("{}", line);
+      } else {
+        spdlog::info("{}", line);
+      }
+    }
+  }
   QuantizeJob job(std::move(plan), hooks, *group);
+  job.report().serving_json = ServingSupportJson(serving).dump();
   PTQ_RETURN_IF_ERROR(job.Open());
   PTQ_RETURN_IF_ERROR(job.EvaluateFullPrecision());
   PTQ_RETURN_IF_ERROR(job.StartStreams());

@@ -72,6 +72,8 @@ struct QuantizeReport {
   std::vector<double> block_seconds;
   std::vector<LayerReport> layers;
   std::string out_dir;
+  // Which runtimes load the checkpoint, with which kernels (core/checkpoint/serving_support.h), as JSON.
+  std::string serving_json;
 };
 
 absl::StatusOr<QuantizeReport> RunQuantize(const QuantizeOptions& options,

@@ -16,7 +16,7 @@ absl::StatusOr<QuantizePlan> ResolvePlan(const QuantizeOptions& o, const ModelCo
   plan.config = config;
   plan.device = device;
   PTQ_ASSIGN_OR_RETURN(plan.method, ParseMethod(o.method));
-  PTQ_ASSIGN_OR_RETURN(plan.format, ParseCheckpointFormat(o.format));
+  plan.format = ResolveCheckpointFormat(o);
   plan.attention_aware = plan.method == Method::kBoa || plan.method == Method::kTurboBoa;
   plan.value_block = resolved.value_block;
   if (plan.attention_aware) ParseQkHessian(o.qk_hessian, &plan.qk_hessian);  // validated
@@ -50,6 +50,16 @@ absl::StatusOr<QuantizePlan> ResolvePlan(const QuantizeOptions& o, const ModelCo
   co.static_groups = o.gptq.static_groups;
   co.damp_percent = o.gptq.damp;
   co.ptq_json = plan.options_json;
+  CompressedTensorsOptions& ct = plan.compressed_tensors;
+  ct.source_dir = o.model_dir;
+  ct.bits = co.bits;
+  ct.group_size = co.group_size;
+  ct.sym = co.sym;
+  // compressed-tensors' names: "group" stores g_idx (act-order groups), "weight" quantizes in
+  // act-order with groups in column order (our static groups, or one group per channel).
+  if (o.gptq.act_order) ct.actorder = co.desc_act && o.gptq.group_size > 0 ? "group" : "weight";
+  ct.ptq_json = plan.options_json;
+  co.max_shard_bytes = ct.max_shard_bytes = static_cast<uint64_t>(o.max_shard_mib) << 20;
 
   plan.num_blocks = config.num_hidden_layers;
   plan.num_linears = config.num_hidden_layers * static_cast<int64_t>(kAllLinears.size());

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
+#include "core/checkpoint/compressed_tensors_writer.h"
 #include "core/checkpoint/gptq_checkpoint_writer.h"
 #include "core/pipeline/quantize_options.h"
 #include "core/quant/layer_shard.h"
@@ -20,15 +21,16 @@ struct QuantizePlan {
   ModelConfig config;
   c10::Device device = c10::kCPU;  // where the block loop's tensors live
   Method method = Method::kGptq;
-  CheckpointFormat format = CheckpointFormat::kGptq;
+  CheckpointFormat format = CheckpointFormat::kGptq;  // resolved: never kAuto
   // boa / turboboa: q/k with their heads' H_out, v with the value block (when on).
   bool attention_aware = false;
   bool value_block = false;
   QkHessian qk_hessian = QkHessian::kMoment;
   double residual_alpha = 0;  // 0: no residual correction, no full-precision stream
   LayerSettings layer;        // what every linear layer's quantizer gets
-  // The checkpoint's options (GPTQ format; dir and config_json are filled when it is written).
+  // The checkpoint's options in its format (dir and config_json are filled when it is written).
   GptqCheckpointOptions gptq_checkpoint;
+  CompressedTensorsOptions compressed_tensors;
   std::string options_json;   // CheckpointOptionsJson(options).dump(): what the checkpoint records
   int64_t num_blocks = 0;
   int64_t num_linears = 0;    // linear layers in the model: num_blocks x kAllLinears.size()

@@ -59,7 +59,7 @@ head -c 4000 models/demo/data/calib.txt > "$tmp/calib.txt"
 for q in "w4|--bits 4" "w8|--bits 8" "w4-actorder|--bits 4 --act-order"; do
   name=${q%%|*}
   # shellcheck disable=SC2086
-  "$build/ptq" quantize --model "$tmp/fp" --calib "$tmp/calib.txt" --out "$tmp/gptq-$name" \
+  "$build/ptq" quantize --format gptq --model "$tmp/fp" --calib "$tmp/calib.txt" --out "$tmp/gptq-$name" \
     --samples 4 --seq-len 32 --group-size 16 ${q#*|} >/dev/null 2>&1
 done
 pack() {  # folder -> one corpus file

@@ -96,6 +96,7 @@ TEST(QuantizeOptionsTest, PlanDerivesEverySettingOnce) {
   o.scale_init = "hessian-block";
   o.value_damp = 0.05;
   o.qk_hessian = "softmax";
+  o.format = "gptq";
   auto plan = ResolvePlan(o, SmallConfig());
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->method, Method::kTurboBoa);
@@ -151,7 +152,71 @@ TEST(QuantizeOptionsTest, ResolvingRefusesWhatValidationRefuses) {
   o = Options("gptq");
   o.format = "gguf";
   EXPECT_EQ(ResolvePlan(o, SmallConfig()).status().message(),
-            "unknown format \"gguf\" (supported: gptq, dequantized)");
+            "unknown format \"gguf\" (supported: auto, gptq, compressed-tensors, dequantized)");
+}
+
+// --format auto: GPTQ where vLLM's GPTQ path takes it (4/8-bit symmetric), compressed-tensors
+// otherwise, GPTQ again for a shorter last group; the record holds the resolved name.
+TEST(QuantizeOptionsTest, AutoFormatPicksWhatLoads) {
+  struct Case {
+    int bits;
+    bool sym, partial;
+    CheckpointFormat expected;
+  };
+  for (const Case& c : {Case{4, true, false, CheckpointFormat::kGptq},
+                        Case{8, true, false, CheckpointFormat::kGptq},
+                        Case{4, false, false, CheckpointFormat::kCompressedTensors},
+                        Case{3, true, false, CheckpointFormat::kCompressedTensors},
+                        Case{2, false, false, CheckpointFormat::kCompressedTensors},
+                        Case{3, false, true, CheckpointFormat::kGptq}}) {
+    QuantizeOptions o = Options("gptq");
+    o.gptq.grid.bits = c.bits;
+    o.gptq.grid.sym = c.sym;
+    o.partial_groups = c.partial;
+    EXPECT_EQ(o.format, "auto");
+    EXPECT_EQ(ResolveCheckpointFormat(o), c.expected) << c.bits << " " << c.sym;
+    auto plan = ResolvePlan(o, SmallConfig());
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->format, c.expected);
+    EXPECT_EQ(CheckpointOptionsJson(o)["format"], std::string(CheckpointFormatName(c.expected)));
+    // Only the GPTQ format's zero - 1 storage needs asymmetric zero points >= 1.
+    EXPECT_EQ(plan->layer.gptq.grid.min_zero, c.expected == CheckpointFormat::kGptq && !c.sym ? 1 : 0);
+  }
+  QuantizeOptions a = Options("gptq");
+  a.gptq.act_order = true;
+  auto group_plan = ResolvePlan(a, SmallConfig());
+  ASSERT_TRUE(group_plan.ok());
+  EXPECT_EQ(group_plan->compressed_tensors.actorder, "group");
+  a.gptq.static_groups = true;
+  EXPECT_EQ(ResolvePlan(a, SmallConfig())->compressed_tensors.actorder, "weight");
+}
+
+TEST(QuantizeOptionsTest, FormatThatCannotExpressASettingIsRefusedWithTheAlternative) {
+  ModelConfig c = SmallConfig();
+  c.intermediate_size = 96;  // groups of 64 leave a shorter last group in down_proj
+  QuantizeOptions o = Options("gptq");
+  o.partial_groups = true;
+  o.format = "compressed-tensors";
+  absl::Status s = ValidateQuantizeOptions(o, c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("cannot express a shorter last group"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("--format gptq"), std::string::npos) << s;
+  o.format = "gptq";
+  EXPECT_TRUE(ValidateQuantizeOptions(o, c).ok());
+  // 3-bit GPTQ packs 32 values into 3 words: a layer of 100 cannot be stored, compressed-tensors pads.
+  ModelConfig odd = SmallConfig();
+  odd.intermediate_size = 100;
+  QuantizeOptions g = Options("gptq");
+  g.gptq.group_size = -1;
+  g.gptq.grid.bits = 3;
+  g.format = "gptq";
+  s = ValidateQuantizeOptions(g, odd);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("--format compressed-tensors"), std::string::npos) << s;
+  g.format = "compressed-tensors";
+  EXPECT_TRUE(ValidateQuantizeOptions(g, odd).ok());
+  g.max_shard_mib = 0;
+  EXPECT_FALSE(ValidateQuantizeOptions(g, odd).ok());
 }
 
 }  // namespace
