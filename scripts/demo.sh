@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's first command: install, build, then quantize the demo model (GPTQ, 4 bits with zero
+# The README's first command: install, build, then quantize the demo model (the default TurboBoA with two-stage scales, 4 bits with zero
 # points, groups of 64, which divide every layer of it; --format auto writes compressed-tensors, which
 # vLLM's Marlin kernel loads) and print perplexity before and after, the time taken, where the
 # checkpoint is and which runtimes load it.
