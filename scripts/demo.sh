@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command: install, build, then quantize the demo model (the default TurboBoA with two-stage scales, 4 bits with zero
-# points, groups of 64, which divide every layer of it; --format auto writes compressed-tensors, which
-# vLLM's Marlin kernel loads) and print perplexity before and after, the time taken, where the
-# checkpoint is and which runtimes load it.
+# The README's first command: install, build, then quantize the demo model (the default TurboBoA with
+# two-stage scales, 4 bits with zero points, groups of 64, which divide every layer of it; --format
+# auto writes compressed-tensors, which vLLM's Marlin kernel loads) and print perplexity before and
+# after, the time taken, where the checkpoint is and which runtimes load it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
