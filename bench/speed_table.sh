@@ -47,12 +47,15 @@ for model_name in $models; do
       [ "${PTQ_ST_EVAL:-1}" = 0 ] || eval_flags=(--eval "$data/valid.txt" --skip-fp-eval)
       tmp=$(mktemp -d)
       load=$(cut -d' ' -f1 /proc/loadavg)
+      # The process's CPU seconds (user + system) next to the wall-clock phases: on a shared machine
+      # they measure the work where wall-clock time measures the load.
       # shellcheck disable=SC2086
-      "$path" --threads "$threads" quantize --model "$model" --calib "$data/calib.txt" \
-        "${eval_flags[@]}" --out "$tmp/q" --partial-groups --samples "$samples" --seq-len "$seq_len" \
-        $flags --json 2>/dev/null |
-        sed "s|^{|{\"model_name\":\"$model_name\",\"run\":\"$name\",\"binary\":\"$label\",\"load_before\":$load,\"machine\":\"$machine\",|" |
-        tee -a "$out"
+      /usr/bin/time -f '%U %S' -o "$tmp/cpu" "$path" --threads "$threads" quantize --model "$model" \
+        --calib "$data/calib.txt" "${eval_flags[@]}" --out "$tmp/q" --partial-groups \
+        --samples "$samples" --seq-len "$seq_len" $flags --json 2>/dev/null > "$tmp/json"
+      cpu=$(awk '{print $1 + $2}' "$tmp/cpu")
+      sed "s|^{|{\"model_name\":\"$model_name\",\"run\":\"$name\",\"binary\":\"$label\",\"load_before\":$load,\"cpu_seconds\":$cpu,\"machine\":\"$machine\",|" \
+        "$tmp/json" | tee -a "$out"
       rm -rf "$tmp"
     done
   done

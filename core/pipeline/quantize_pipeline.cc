@@ -455,6 +455,18 @@ absl::StatusOr<QuantizeJob::SlotInputs> QuantizeJob::CollectStatistics(LinearSlo
 absl::Status QuantizeJob::QuantizeSlot(int64_t block, LinearSlot slot, BlockWeights& w,
                                        const BlockWeights& w_fp) {
   PTQ_ASSIGN_OR_RETURN(SlotInputs in, CollectStatistics(slot, w, w_fp));
+  // The slot's layers share their input Hessian, so its factorisation is computed once.
+  std::shared_ptr<const GptqFactor> factor;
+  if (in.hessian.defined()) {
+    auto t = Clock::now();
+    std::string what;
+    for (LinearKind kind : kAllLinears) {
+      if (SlotOf(kind) == slot) absl::StrAppend(&what, what.empty() ? "" : ", ", LinearWeightName(block, kind));
+    }
+    PTQ_ASSIGN_OR_RETURN(GptqFactor f, PrepareGptq(in.hessian, plan_.layer.gptq, what));
+    factor = std::make_shared<const GptqFactor>(std::move(f));
+    report_.quantize_seconds += Since(t);
+  }
   at::Tensor residual;  // alpha D H^-1 of this slot, computed on first use
   for (LinearKind kind : kAllLinears) {
     if (SlotOf(kind) != slot) continue;
@@ -465,6 +477,7 @@ absl::Status QuantizeJob::QuantizeSlot(int64_t block, LinearSlot slot, BlockWeig
     problem.weight = w.Linear(kind);
     problem.hessian = in.hessian;
     problem.head_dim = plan_.config.head_dim;
+    problem.factor = factor;
     // With the residual correction the layer should reproduce W' = W + W R, for which
     // ||W X_f - Q X_q|| = ||(W' - Q) X_q|| + const (core/quant/residual_correction.h). For W_v with
     // value-block Hessians the input-side W' is an approximation (the exact target would need
