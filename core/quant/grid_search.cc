@@ -42,40 +42,50 @@ at::Tensor DivideBy(const at::Tensor& x, float v) { return x / at::full({}, v, x
 #else
 #define PTQ_NO_FP_CONTRACT
 #endif
-PTQ_NO_FP_CONTRACT void WeightedErrorsCpu(const float* w, const double* weight, const float* scale,
-                                          const float* zero, int64_t count, int64_t zeros,
-                                          int64_t batch, int64_t n, float maxq, double* errors) {
+// Rows [b0, b1) of WeightedErrorsCpu: a function of its own, as an attribute of the caller would not
+// reach a lambda's body.
+PTQ_NO_FP_CONTRACT void WeightedErrorsRows(const float* w, const double* weight, const float* scale,
+                                           const float* zero, int64_t count, int64_t zeros,
+                                           int64_t batch, int64_t n, float maxq, double* errors,
+                                           int64_t b0, int64_t b1) {
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-  at::parallel_for(0, batch, std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)),
-                   [&](int64_t b0, int64_t b1) {
-    std::vector<float> rounded(static_cast<size_t>(n));
-    for (int64_t b = b0; b < b1; ++b) {
-      const float* wb = w + b * n;
-      const double* hb = weight + b * n;
-      for (int64_t c = 0; c < count; ++c) {
-        const float s = scale[c * batch + b];
-        for (int64_t k = 0; k < n; ++k) rounded[k] = std::nearbyint(wb[k] / s);
-        for (int64_t j = 0; j < zeros; ++j) {
-          const float z = zero[(c * zeros + j) * batch + b];
-          const float low = -z, high = maxq - z;
-          double sum = 0;
-          for (int64_t k = 0; k < n; ++k) {
-            const float r = rounded[k];
-            // ATen's clamp: NaN stays NaN.
-            const float t = std::isnan(r) ? r : std::min(std::max(r, low), high);
-            const float q = t * s;
-            const float d = q - wb[k];
-            const double dd = static_cast<double>(d);
-            const double term = dd * dd * hb[k];
-            sum = k == 0 ? term : sum + term;  // cumsum's first element is the term itself
-          }
-          errors[(c * zeros + j) * batch + b] = sum;
+  std::vector<float> rounded(static_cast<size_t>(n));
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* wb = w + b * n;
+    const double* hb = weight + b * n;
+    for (int64_t c = 0; c < count; ++c) {
+      const float s = scale[c * batch + b];
+      for (int64_t k = 0; k < n; ++k) rounded[k] = std::nearbyint(wb[k] / s);
+      for (int64_t j = 0; j < zeros; ++j) {
+        const float z = zero[(c * zeros + j) * batch + b];
+        const float low = -z, high = maxq - z;
+        double sum = 0;
+        for (int64_t k = 0; k < n; ++k) {
+          const float r = rounded[k];
+          // ATen's clamp: NaN stays NaN.
+          const float t = std::isnan(r) ? r : std::min(std::max(r, low), high);
+          const float q = t * s;
+          const float d = q - wb[k];
+          const double dd = static_cast<double>(d);
+          const double term = dd * dd * hb[k];
+          sum = k == 0 ? term : sum + term;  // cumsum's first element is the term itself
         }
+        errors[(c * zeros + j) * batch + b] = sum;
       }
     }
-  });
+  }
+}
+
+void WeightedErrorsCpu(const float* w, const double* weight, const float* scale, const float* zero,
+                       int64_t count, int64_t zeros, int64_t batch, int64_t n, float maxq,
+                       double* errors) {
+  at::parallel_for(0, batch, std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)),
+                   [&](int64_t b0, int64_t b1) {
+                     WeightedErrorsRows(w, weight, scale, zero, count, zeros, batch, n, maxq,
+                                        errors, b0, b1);
+                   });
 }
 
 }  // namespace
