@@ -134,6 +134,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
         {"collective_seconds", r.collective_seconds},
         {"collective_bytes_rank0", r.collective_bytes},
         {"peak_rss_mib", PeakRssMiB()},
+        {"forward_cache_mib", static_cast<double>(r.forward_cache_bytes) / (1 << 20)},
         {"threads", at::get_num_threads()},
         {"layers", layers}});
     if (r.perplexity_fp >= 0) j["perplexity_fp"] = r.perplexity_fp;
@@ -148,7 +149,8 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
     std::printf("  time: %.1f s (quantization %.1f s, statistics %.1f s, forward %.1f s, eval %.1f s)\n",
                 r.seconds, r.quantize_seconds, r.statistics_seconds, r.forward_seconds,
                 r.eval_seconds);
-    std::printf("  peak memory: %.0f MiB\n", PeakRssMiB());
+    std::printf("  peak memory: %.0f MiB (of which block-stage outputs kept: %.0f MiB)\n", PeakRssMiB(),
+                static_cast<double>(r.forward_cache_bytes) / (1 << 20));
     std::printf("  checkpoint: %s\n", r.out_dir.c_str());
     if (!r.serving_json.empty()) {  // which runtimes load it (also in ptq_report.json)
       const nlohmann::json serving = nlohmann::json::parse(r.serving_json);

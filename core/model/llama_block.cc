@@ -43,21 +43,13 @@ at::Tensor HeadNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 }  // namespace
 
-at::Tensor BlockForward(const at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c,
-                        const RopeTable& rope, BlockObserver* observer,
-                        std::optional<LinearSlot> stop_after) {
-  const int64_t batch = hidden.size(0);
-  const int64_t tokens = hidden.size(1);
+at::Tensor AttentionStage(const at::Tensor& x, const BlockWeights& w, const ModelConfig& c,
+                          const RopeTable& rope, BlockObserver* observer) {
+  const int64_t batch = x.size(0);
+  const int64_t tokens = x.size(1);
   const int64_t heads = c.num_attention_heads;
   const int64_t kv_heads = c.num_key_value_heads;
   const int64_t hd = c.head_dim;
-  auto observe = [&](LinearSlot slot, const at::Tensor& x) {
-    if (observer != nullptr) observer->OnLinearInput(slot, x);
-    return stop_after.has_value() && *stop_after == slot;
-  };
-
-  at::Tensor x = RmsNorm(hidden, w.input_norm, c.rms_norm_eps);
-  if (observe(LinearSlot::kAttnIn, x)) return at::Tensor();
   at::Tensor q = HeadNorm(at::linear(x, w.q, w.q_bias).view({batch, tokens, heads, hd}), w.q_norm,
                           c.rms_norm_eps).transpose(1, 2);
   at::Tensor k = HeadNorm(at::linear(x, w.k, w.k_bias).view({batch, tokens, kv_heads, hd}), w.k_norm,
@@ -70,19 +62,50 @@ at::Tensor BlockForward(const at::Tensor& hidden, const BlockWeights& w, const M
   at::Tensor k_rep = rep == 1 ? k : k.repeat_interleave(rep, 1);
   at::Tensor v_rep = rep == 1 ? v : v.repeat_interleave(rep, 1);
   at::Tensor scores = at::matmul(q, k_rep.transpose(-1, -2)) * (1.0 / std::sqrt(double(hd)));
-  scores = scores.masked_fill(AttentionMask(tokens, w.attention_window, hidden.options()),
+  scores = scores.masked_fill(AttentionMask(tokens, w.attention_window, x.options()),
                               -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1);
   if (observer != nullptr) observer->OnAttention({q, k, v, probs, w.q_norm, w.k_norm});
-  at::Tensor attn = at::matmul(probs, v_rep).transpose(1, 2).reshape({batch, tokens, heads * hd});
-  if (observe(LinearSlot::kAttnOut, attn)) return at::Tensor();
-  at::Tensor h = hidden + at::linear(attn, w.o);
+  return at::matmul(probs, v_rep).transpose(1, 2).reshape({batch, tokens, heads * hd});
+}
 
-  at::Tensor y = RmsNorm(h, w.post_norm, c.rms_norm_eps);
-  if (observe(LinearSlot::kMlpIn, y)) return at::Tensor();
-  at::Tensor act = at::silu(at::linear(y, w.gate)) * at::linear(y, w.up);
-  if (observe(LinearSlot::kMlpHidden, act)) return at::Tensor();
+at::Tensor AttentionInput(const at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c) {
+  return RmsNorm(hidden, w.input_norm, c.rms_norm_eps);
+}
+
+at::Tensor AttentionResidual(const at::Tensor& hidden, const at::Tensor& attn, const BlockWeights& w) {
+  return hidden + at::linear(attn, w.o);
+}
+
+at::Tensor MlpInput(const at::Tensor& h, const BlockWeights& w, const ModelConfig& c) {
+  return RmsNorm(h, w.post_norm, c.rms_norm_eps);
+}
+
+at::Tensor MlpActivation(const at::Tensor& y, const BlockWeights& w) {
+  return at::silu(at::linear(y, w.gate)) * at::linear(y, w.up);
+}
+
+at::Tensor MlpResidual(const at::Tensor& h, const at::Tensor& act, const BlockWeights& w) {
   return h + at::linear(act, w.down);
+}
+
+at::Tensor BlockForward(const at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c,
+                        const RopeTable& rope, BlockObserver* observer,
+                        std::optional<LinearSlot> stop_after) {
+  auto observe = [&](LinearSlot slot, const at::Tensor& x) {
+    if (observer != nullptr) observer->OnLinearInput(slot, x);
+    return stop_after.has_value() && *stop_after == slot;
+  };
+  at::Tensor x = AttentionInput(hidden, w, c);
+  if (observe(LinearSlot::kAttnIn, x)) return at::Tensor();
+  at::Tensor attn = AttentionStage(x, w, c, rope, observer);
+  if (observe(LinearSlot::kAttnOut, attn)) return at::Tensor();
+  at::Tensor h = AttentionResidual(hidden, attn, w);
+  at::Tensor y = MlpInput(h, w, c);
+  if (observe(LinearSlot::kMlpIn, y)) return at::Tensor();
+  at::Tensor act = MlpActivation(y, w);
+  if (observe(LinearSlot::kMlpHidden, act)) return at::Tensor();
+  return MlpResidual(h, act, w);
 }
 
 }  // namespace ptq

@@ -43,6 +43,24 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // layer has a sliding window (window > 0), as transformers masks it.
 at::Tensor AttentionMask(int64_t tokens, int64_t window, const at::TensorOptions& options);
 
+// The block forward in stages (BlockForward is their composition, op for op), for a caller that
+// keeps one stage's output for every calibration window and continues from it once the next
+// layers are quantized, instead of starting over at the block input (core/pipeline/block_stream.h).
+// x: the kAttnIn input, RmsNorm of the block input.
+at::Tensor AttentionInput(const at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c);
+// q/k/v, RoPE, causal softmax attention: the kAttnOut input [batch, tokens, heads * head_dim].
+// Tells the observer OnAttention (not OnLinearInput).
+at::Tensor AttentionStage(const at::Tensor& x, const BlockWeights& w, const ModelConfig& c,
+                          const RopeTable& rope, BlockObserver* observer = nullptr);
+// h = hidden + o_proj(attn): the residual stream after attention.
+at::Tensor AttentionResidual(const at::Tensor& hidden, const at::Tensor& attn, const BlockWeights& w);
+// The kMlpIn input, RmsNorm of h.
+at::Tensor MlpInput(const at::Tensor& h, const BlockWeights& w, const ModelConfig& c);
+// silu(gate_proj(y)) * up_proj(y): the kMlpHidden input.
+at::Tensor MlpActivation(const at::Tensor& y, const BlockWeights& w);
+// The block output h + down_proj(act).
+at::Tensor MlpResidual(const at::Tensor& h, const at::Tensor& act, const BlockWeights& w);
+
 // hidden: [batch, tokens, hidden] float32. Returns the block output of the same shape, or an
 // undefined tensor when `stop_after` is set and that slot's input has been observed (the rest of the
 // block is skipped to save work).

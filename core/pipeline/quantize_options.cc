@@ -157,6 +157,10 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     return absl::InvalidArgumentError(
         absl::StrCat("batch_windows must be between 1 and ", kMaxCalibrationTokens));
   }
+  // Up to 2^40 MiB, so the byte count cannot overflow.
+  if (o.forward_cache_mib < 0 || o.forward_cache_mib > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError("--forward-cache-mib must be between 0 and 2^40");
+  }
   if (o.eval_seq_len < 0 || o.eval_seq_len > kMaxSequenceLength || o.eval_max_windows < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--eval-seq-len must be between 0 and ", kMaxSequenceLength,

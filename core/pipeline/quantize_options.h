@@ -107,6 +107,10 @@ struct QuantizeOptions {
   // reference code does). vLLM's and ExLlama's kernels reject such checkpoints, so it is opt-in.
   bool partial_groups = false;
   int64_t batch_windows = 8;  // calibration windows per forward call
+  // Memory (MiB, on the device) for the block-stage outputs kept between one slot's statistics and
+  // the next (core/pipeline/block_stream.h); a stage that does not fit is recomputed. 0: keep none.
+  // A setting of this process (no JobSpec field): it changes the time, never the checkpoint.
+  int64_t forward_cache_mib = 4096;
   // Where the forward, statistics and quantizers run: "cpu", "cuda" or "cuda:N". Not part of the
   // job sent to a coordinator: a worker runs on its own device (ptq-worker --device).
   std::string device = "cpu";
@@ -218,6 +222,10 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
                     "cpu, cuda or cuda:N: where the forward, statistics and quantizers run (weights "
                     "stream to it block by block)"},
         o.device);
+  visit(OptionField{{}, "--forward-cache-mib",
+                    "memory for block-stage outputs kept so each layer's statistics continue from "
+                    "the stage before instead of rerunning the block (0: none; results are the same)"},
+        o.forward_cache_mib);
   visit(OptionField{"eval_path", "--eval", "text to measure perplexity on, before and after"},
         o.eval_path);
   visit(OptionField{"eval_seq_len", "--eval-seq-len", "evaluation window (default: --seq-len)", {},

@@ -22,6 +22,7 @@
 #include "common/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "core/stats/attention_statistics.h"
+#include "core/pipeline/block_stream.h"
 #include "core/dist/collective.h"
 #include "core/checkpoint/block_store.h"
 #include "core/model/calibration.h"
@@ -89,39 +90,6 @@ class ObserverList final : public BlockObserver {
   std::vector<BlockObserver*> observers_;
 };
 
-// Keeps one slot's input of a forward (the full-precision side of the residual cross term).
-class SlotCapture final : public BlockObserver {
- public:
-  explicit SlotCapture(LinearSlot slot) : slot_(slot) {}
-  void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
-    if (slot == slot_) x_ = x;
-  }
-  const at::Tensor& x() const { return x_; }
-
- private:
-  LinearSlot slot_;
-  at::Tensor x_;
-};
-
-// Adds (x_f - x_q) x_q^T for one slot, x_f captured from the full-precision forward of the same batch.
-class CrossObserver final : public BlockObserver {
- public:
-  CrossObserver(LinearSlot slot, const at::Tensor& x_fp, CrossTermAccumulator* cross)
-      : slot_(slot), x_fp_(x_fp), cross_(cross) {}
-  void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
-    if (slot != slot_) return;
-    auto t = Clock::now();
-    cross_->Add(x_fp_, x);
-    seconds += Since(t);
-  }
-  double seconds = 0;
-
- private:
-  LinearSlot slot_;
-  const at::Tensor& x_fp_;
-  CrossTermAccumulator* cross_;
-};
-
 int64_t SlotInputDim(LinearSlot slot, const ModelConfig& c) {
   switch (slot) {
     case LinearSlot::kAttnIn:
@@ -130,17 +98,6 @@ int64_t SlotInputDim(LinearSlot slot, const ModelConfig& c) {
     case LinearSlot::kMlpHidden: return c.intermediate_size;
   }
   return 0;
-}
-
-// Runs the block over all calibration windows in batches, overwriting `hidden` with its output.
-void ForwardAll(at::Tensor& hidden, const BlockWeights& w, const ModelConfig& c, const RopeTable& rope,
-                int64_t batch) {
-  const int64_t n = hidden.size(0);
-  for (int64_t b0 = 0; b0 < n; b0 += batch) {
-    const int64_t bn = std::min(batch, n - b0);
-    hidden.narrow(0, b0, bn).copy_(BlockForward(hidden.narrow(0, b0, bn), w, c, rope, nullptr,
-                                                std::nullopt));
-  }
 }
 
 // Adds the statistics of every rank's token shard (ExactSum limbs and counts: the sum is the
@@ -264,10 +221,12 @@ class QuantizeJob {
   };
   absl::StatusOr<SlotInputs> CollectStatistics(LinearSlot slot, const BlockWeights& w,
                                                const BlockWeights& w_fp);
-  // Statistics forward over every calibration batch (with the full-precision stream's cross term
-  // when the residual correction is on); returns the seconds spent on the cross term.
+  // Statistics of `slot`'s input over every calibration batch, the block continued from the stage
+  // before (with attention run for `observer` too when `through_attention`, and the full-precision
+  // stream's cross term when the residual correction is on); returns the seconds spent on the
+  // cross term.
   double ForwardStatistics(const BlockWeights& w, const BlockWeights& w_fp, BlockObserver* observer,
-                           LinearSlot slot, LinearSlot stop, CrossTermAccumulator* cross);
+                           LinearSlot slot, bool through_attention, CrossTermAccumulator* cross);
   absl::Status QuantizeSlot(int64_t block, LinearSlot slot, BlockWeights& w, const BlockWeights& w_fp);
   // Reloads block `block` from the block store; false when it must be quantized again.
   absl::StatusOr<bool> ResumeBlock(int64_t block, BlockWeights& w);
@@ -293,6 +252,9 @@ class QuantizeJob {
   std::optional<RopeTable> rope_;
   at::Tensor hidden_;     // this rank's calibration stream through the partly quantized model
   at::Tensor hidden_fp_;  // the full-precision stream X_f, only for the residual correction
+  // The two streams' way through the current block, stage by stage, and the memory they may keep.
+  std::optional<StageCacheBudget> cache_budget_;
+  std::unique_ptr<BlockStream> stream_, stream_fp_;
   std::optional<OutputFolder> output_;       // leader
   std::unique_ptr<CheckpointSink> sink_;     // leader
   std::optional<BlockStore> store_;
@@ -367,6 +329,13 @@ absl::Status QuantizeJob::StartStreams() {
                                     0, window0, std::max<int64_t>(0, window1 - window0))));
   report_.forward_seconds += Since(t_embed);
   if (plan_.residual_alpha > 0) hidden_fp_ = hidden_.clone();
+  cache_budget_.emplace(o_.forward_cache_mib * (int64_t{1} << 20));
+  stream_ = std::make_unique<BlockStream>(&hidden_, plan_.config, *rope_, o_.batch_windows,
+                                          &*cache_budget_);
+  if (hidden_fp_.defined()) {
+    stream_fp_ = std::make_unique<BlockStream>(&hidden_fp_, plan_.config, *rope_, o_.batch_windows,
+                                               &*cache_budget_);
+  }
   // Finished blocks of an earlier run of this same job (core/checkpoint/block_store.h).
   if (!o_.keep_blocks) return absl::OkStatus();
   PTQ_ASSIGN_OR_RETURN(std::string key, JobKey(o_));
@@ -399,7 +368,13 @@ absl::Status QuantizeJob::RunBlock(int64_t block) {
   }
   // The next block's inputs; after the last block nothing reads them (perplexity is measured on
   // the written checkpoint), which saves one block forward per stream.
-  if (block + 1 < plan_.num_blocks) AdvanceStreams(w, w_fp);
+  if (block + 1 < plan_.num_blocks) {
+    AdvanceStreams(w, w_fp);
+  } else {
+    stream_->Clear();
+    if (stream_fp_) stream_fp_->Clear();
+  }
+  report_.forward_cache_bytes = cache_budget_->peak();
   report_.block_seconds.push_back(Since(block_start));
   metrics_.Block(report_, report_.block_seconds.back(), o_.samples * o_.seq_len);
   if (hooks_.on_block) hooks_.on_block(block, plan_.num_blocks, resumed);
@@ -433,23 +408,18 @@ absl::StatusOr<bool> QuantizeJob::ResumeBlock(int64_t block, BlockWeights& w) {
 }
 
 double QuantizeJob::ForwardStatistics(const BlockWeights& w, const BlockWeights& w_fp,
-                                      BlockObserver* observer, LinearSlot slot, LinearSlot stop,
-                                      CrossTermAccumulator* cross) {
-  const int64_t n = hidden_.size(0);
-  const int64_t batch = o_.batch_windows;
+                                      BlockObserver* observer, LinearSlot slot,
+                                      bool through_attention, CrossTermAccumulator* cross) {
   double cross_seconds = 0;
-  for (int64_t b0 = 0; b0 < n; b0 += batch) {
-    const int64_t bn = std::min(batch, n - b0);
-    if (cross == nullptr) {
-      BlockForward(hidden_.narrow(0, b0, bn), w, plan_.config, *rope_, observer, stop);
-      continue;
-    }
-    SlotCapture capture(slot);
-    BlockForward(hidden_fp_.narrow(0, b0, bn), w_fp, plan_.config, *rope_, &capture, slot);
-    CrossObserver cross_observer(slot, capture.x(), cross);
-    ObserverList both({observer, &cross_observer});
-    BlockForward(hidden_.narrow(0, b0, bn), w, plan_.config, *rope_, &both, stop);
-    cross_seconds += cross_observer.seconds;
+  for (int64_t b = 0; b < stream_->batches(); ++b) {
+    const at::Tensor x = stream_->SlotInput(slot, b, w);
+    observer->OnLinearInput(slot, x);
+    if (through_attention) stream_->ObserveAttention(b, w, observer);
+    if (cross == nullptr) continue;
+    const at::Tensor x_fp = stream_fp_->SlotInput(slot, b, w_fp);
+    auto t = Clock::now();
+    cross->Add(x_fp, x);
+    cross_seconds += Since(t);
   }
   return cross_seconds;
 }
@@ -462,8 +432,8 @@ absl::StatusOr<QuantizeJob::SlotInputs> QuantizeJob::CollectStatistics(LinearSlo
   const int64_t dim = SlotInputDim(slot, plan_.config);
   SlotStatistics stats(slot, dim, plan_.device);
   std::vector<BlockObserver*> observers = {&stats};
-  LinearSlot stop = slot;
-  if (plan_.attention_aware && slot == LinearSlot::kAttnIn) {
+  const bool through_attention = plan_.attention_aware && slot == LinearSlot::kAttnIn;
+  if (through_attention) {
     // Run through attention so the RoPE'd queries and keys (and the probabilities) are seen.
     in.attention.emplace(plan_.config, o_.seq_len, plan_.qk_hessian, plan_.device);
     observers.push_back(&*in.attention);
@@ -471,13 +441,12 @@ absl::StatusOr<QuantizeJob::SlotInputs> QuantizeJob::CollectStatistics(LinearSlo
       in.values.emplace(plan_.config, plan_.device);
       observers.push_back(&*in.values);
     }
-    stop = LinearSlot::kAttnOut;
   }
   if (plan_.residual_alpha > 0) in.cross.emplace(dim, plan_.device);
   ObserverList all(std::move(observers));
   auto t = Clock::now();
-  const double cross_seconds = ForwardStatistics(o_.sequential ? w : w_fp, w_fp, &all, slot, stop,
-                                                 in.cross ? &*in.cross : nullptr);
+  const double cross_seconds = ForwardStatistics(o_.sequential ? w : w_fp, w_fp, &all, slot,
+                                                 through_attention, in.cross ? &*in.cross : nullptr);
   report_.statistics_seconds += stats.seconds() + cross_seconds;
   report_.forward_seconds += Since(t) - stats.seconds() - cross_seconds;
   auto t_reduce = Clock::now();
@@ -493,6 +462,18 @@ absl::StatusOr<QuantizeJob::SlotInputs> QuantizeJob::CollectStatistics(LinearSlo
 absl::Status QuantizeJob::QuantizeSlot(int64_t block, LinearSlot slot, BlockWeights& w,
                                        const BlockWeights& w_fp) {
   PTQ_ASSIGN_OR_RETURN(SlotInputs in, CollectStatistics(slot, w, w_fp));
+  // The slot's layers share their input Hessian, so its factorisation is computed once.
+  std::shared_ptr<const GptqFactor> factor;
+  if (in.hessian.defined()) {
+    auto t = Clock::now();
+    std::string what;
+    for (LinearKind kind : kAllLinears) {
+      if (SlotOf(kind) == slot) absl::StrAppend(&what, what.empty() ? "" : ", ", LinearWeightName(block, kind));
+    }
+    PTQ_ASSIGN_OR_RETURN(GptqFactor f, PrepareGptq(in.hessian, plan_.layer.gptq, what));
+    factor = std::make_shared<const GptqFactor>(std::move(f));
+    report_.quantize_seconds += Since(t);
+  }
   at::Tensor residual;  // alpha D H^-1 of this slot, computed on first use
   for (LinearKind kind : kAllLinears) {
     if (SlotOf(kind) != slot) continue;
@@ -503,6 +484,7 @@ absl::Status QuantizeJob::QuantizeSlot(int64_t block, LinearSlot slot, BlockWeig
     problem.weight = w.Linear(kind);
     problem.hessian = in.hessian;
     problem.head_dim = plan_.config.head_dim;
+    problem.factor = factor;
     // With the residual correction the layer should reproduce W' = W + W R, for which
     // ||W X_f - Q X_q|| = ||(W' - Q) X_q|| + const (core/quant/residual_correction.h). For W_v with
     // value-block Hessians the input-side W' is an approximation (the exact target would need
@@ -573,8 +555,8 @@ absl::Status QuantizeJob::LayerDone(int64_t block, LinearKind kind, BlockWeights
 
 void QuantizeJob::AdvanceStreams(const BlockWeights& w, const BlockWeights& w_fp) {
   auto t = Clock::now();
-  ForwardAll(hidden_, w, plan_.config, *rope_, o_.batch_windows);
-  if (hidden_fp_.defined()) ForwardAll(hidden_fp_, w_fp, plan_.config, *rope_, o_.batch_windows);
+  stream_->Advance(w);
+  if (stream_fp_) stream_fp_->Advance(w_fp);
   report_.forward_seconds += Since(t);
 }
 

@@ -68,6 +68,9 @@ struct QuantizeReport {
   int workers = 1;
   int64_t resumed_blocks = 0;    // blocks reloaded from an earlier run of this job
   double eval_seconds = 0;
+  // Peak bytes of block-stage outputs kept so each slot's forward continues from the stage before
+  // (core/pipeline/block_stream.h; at most --forward-cache-mib).
+  int64_t forward_cache_bytes = 0;
   double write_seconds = 0;
   std::vector<double> block_seconds;
   std::vector<LayerReport> layers;

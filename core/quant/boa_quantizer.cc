@@ -81,7 +81,7 @@ absl::StatusOr<QuantizedLinear> BoaQuantizeHead(const at::Tensor& weight, const 
 absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
                                             const std::vector<at::Tensor>& h_out,
                                             const BoaOptions& o, const std::string& what,
-                                            const FixedGrids* grids) {
+                                            const FixedGrids* grids, const GptqFactor* shared) {
   const int64_t heads = static_cast<int64_t>(h_out.size());
   if (heads == 0 || weight.size(0) % heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", weight.size(0),
@@ -89,7 +89,12 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
   }
   const int64_t hd = weight.size(0) / heads;
   if (o.joint_rows < 1) return absl::InvalidArgumentError("joint rows must be at least 1");
-  PTQ_ASSIGN_OR_RETURN(GptqFactor factor, PrepareGptq(h_in, o.gptq, what));
+  GptqFactor factor;
+  if (shared != nullptr) {
+    factor = *shared;
+  } else {
+    PTQ_ASSIGN_OR_RETURN(factor, PrepareGptq(h_in, o.gptq, what));
+  }
   std::vector<QuantizedLinear> blocks;
   for (int64_t h = 0; h < heads; ++h) {
     const std::string head_name = absl::StrCat(what, " head ", h);

@@ -32,12 +32,15 @@ struct BoaOptions {
 
 // weight: [heads * head_dim, in]; h_in: [in, in]; h_out: one [head_dim, head_dim] per head.
 // grids: nullptr, or fixed grids for all rows of `weight` (an earlier pass's refined scales).
+// factor: PrepareGptq(h_in, options.gptq) when the caller has it already (layers sharing h_in);
+// nullptr: computed here.
 // Host reads happen outside BoA's own loop only: in GPTQ and the Cholesky factors' checks
 // (gptq_quantizer.h) and for QuantizedLinear::loss at the end.
 absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
                                             const std::vector<at::Tensor>& h_out,
                                             const BoaOptions& options, const std::string& what,
-                                            const FixedGrids* grids = nullptr);
+                                            const FixedGrids* grids = nullptr,
+                                            const GptqFactor* factor = nullptr);
 
 // One head of BoaQuantize, with the two steps that are not BoA's own passed in: the factor
 // U_out = chol_upper((H_out + damp)^-1) and GPTQ of a row block (on its fixed grids, or nullptr).

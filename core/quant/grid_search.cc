@@ -1,8 +1,10 @@
 #include "core/quant/grid_search.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -23,6 +25,68 @@ at::Tensor EmptyRange(const at::Tensor& lo, const at::Tensor& hi) {
 // x / v, a true division on every device: CUDA runs a division by a host scalar as a
 // multiplication by its reciprocal, which can differ from the quotient in the last bit.
 at::Tensor DivideBy(const at::Tensor& x, float v) { return x / at::full({}, v, x.options()); }
+
+// The weighted search's errors on the CPU in one pass, the same float operations in the same order
+// as the tensor ops of FitGrids (so the same bits): for row b, step c and zero candidate j,
+//   errors[c * zeros + j][b] = sum_k double(d_k)^2 * weight[b][k], summed k = 0, 1, ... in turn,
+//   d_k = clamp(round(w[b][k] / s), -z, maxq - z) * s - w[b][k]  (float32; s = scale[c][b],
+//   z = zero[c][j][b]).
+// The tensor ops write each candidate's [rows, n] terms and running sums to memory and read them
+// back, about fifteen passes per candidate; here they stay in registers, and round(w / s) is shared
+// by the two zero candidates. Rows are split over threads, each row's sum keeps its order.
+// No contraction of a product and a sum into one fused multiply-add: the tensor ops round both.
+#if defined(__clang__)
+#define PTQ_NO_FP_CONTRACT
+#elif defined(__GNUC__)
+#define PTQ_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define PTQ_NO_FP_CONTRACT
+#endif
+// Rows [b0, b1) of WeightedErrorsCpu: a function of its own, as an attribute of the caller would not
+// reach a lambda's body.
+PTQ_NO_FP_CONTRACT void WeightedErrorsRows(const float* w, const double* weight, const float* scale,
+                                           const float* zero, int64_t count, int64_t zeros,
+                                           int64_t batch, int64_t n, float maxq, double* errors,
+                                           int64_t b0, int64_t b1) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+  std::vector<float> rounded(static_cast<size_t>(n));
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* wb = w + b * n;
+    const double* hb = weight + b * n;
+    for (int64_t c = 0; c < count; ++c) {
+      const float s = scale[c * batch + b];
+      for (int64_t k = 0; k < n; ++k) rounded[k] = std::nearbyint(wb[k] / s);
+      for (int64_t j = 0; j < zeros; ++j) {
+        const float z = zero[(c * zeros + j) * batch + b];
+        const float low = -z, high = maxq - z;
+        double sum = 0;
+        for (int64_t k = 0; k < n; ++k) {
+          const float r = rounded[k];
+          // ATen's clamp: NaN stays NaN.
+          const float t = std::isnan(r) ? r : std::min(std::max(r, low), high);
+          const float q = t * s;
+          const float d = q - wb[k];
+          const double dd = static_cast<double>(d);
+          const double term = dd * dd * hb[k];
+          sum = k == 0 ? term : sum + term;  // cumsum's first element is the term itself
+        }
+        errors[(c * zeros + j) * batch + b] = sum;
+      }
+    }
+  }
+}
+
+void WeightedErrorsCpu(const float* w, const double* weight, const float* scale, const float* zero,
+                       int64_t count, int64_t zeros, int64_t batch, int64_t n, float maxq,
+                       double* errors) {
+  at::parallel_for(0, batch, std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)),
+                   [&](int64_t b0, int64_t b1) {
+                     WeightedErrorsRows(w, weight, scale, zero, count, zeros, batch, n, maxq,
+                                        errors, b0, b1);
+                   });
+}
 
 }  // namespace
 
@@ -105,6 +169,24 @@ GroupGrids FitGrids(const at::Tensor& w_in, const GridOptions& o, const at::Tens
   errors.select(0, 0).fill_(std::numeric_limits<double>::infinity());
   scales.select(0, 0).copy_(minmax.scale.reshape({batch}));
   zeros.select(0, 0).copy_(minmax.zero.reshape({batch}));
+
+  if (weight.defined() && w.device().is_cpu()) {  // every step at once, no scratch (see above)
+    const at::Tensor p = ShrinkFactors(0, steps, o, w.options()).unsqueeze(1);
+    const at::Tensor plo = p * lo, phi = p * hi;  // [steps, batch]
+    const GroupGrids g = GridsFromRange(plo, phi, o);
+    const at::Tensor z = SearchZeros(plo, phi, g, o).transpose(0, 1).contiguous();  // [steps, zeros, batch]
+    const at::Tensor s = g.scale.contiguous();
+    const at::Tensor wc = w2.contiguous(), hc = weight.contiguous();
+    at::Tensor found = errors.narrow(0, 1, steps * zeros_per_step);
+    WeightedErrorsCpu(wc.data_ptr<float>(), hc.data_ptr<double>(), s.data_ptr<float>(),
+                      z.data_ptr<float>(), steps, zeros_per_step, batch, n, maxq,
+                      found.data_ptr<double>());
+    scales.narrow(0, 1, steps * zeros_per_step).view({steps, zeros_per_step, batch})
+        .copy_(s.unsqueeze(1).expand({steps, zeros_per_step, batch}));
+    zeros.narrow(0, 1, steps * zeros_per_step).view({steps, zeros_per_step, batch}).copy_(z);
+    GroupGrids best = PickSmallestError(errors, scales, zeros);
+    return GroupGrids{best.scale.reshape(shape), best.zero.reshape(shape)};
+  }
 
   // Scratch of one chunk of steps, reused chunk after chunk: on the CPU, temporaries this large
   // are returned to the system when freed and faulted in again, which costs more than the search.

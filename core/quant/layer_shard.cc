@@ -65,7 +65,8 @@ absl::StatusOr<Pass> QuantizePass(const LayerProblem& p, const LayerSettings& s,
     bo.gptq = s.gptq;
     bo.joint_rows = s.joint_rows;
     bo.act_order_rows = s.act_order_rows;
-    PTQ_ASSIGN_OR_RETURN(pass.q, BoaQuantize(target, p.hessian, h_out, bo, p.name, grids));
+    PTQ_ASSIGN_OR_RETURN(pass.q,
+                         BoaQuantize(target, p.hessian, h_out, bo, p.name, grids, p.factor.get()));
     if (s.refine_iters > 0) {
       RefineGroupScalesKronecker(pass.q, target, p.hessian, h_out, s.refine_iters);
     }
@@ -131,10 +132,10 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
     out.q = RtnQuantize(target, s.gptq.grid, s.gptq.group_size);
   } else {
     std::optional<GptqFactor> factor;
-    if (!kronecker && !value_heads) {
+    if (!kronecker && !value_heads && p.factor == nullptr) {
       PTQ_ASSIGN_OR_RETURN(factor, PrepareGptq(p.hessian, s.gptq, p.name));
     }
-    const GptqFactor* f = factor ? &*factor : nullptr;
+    const GptqFactor* f = factor ? &*factor : p.factor.get();
     PTQ_ASSIGN_OR_RETURN(Pass best, QuantizePass(p, s, target, units, first, last, f, nullptr));
     // --requant-passes: quantize again on the refined grids of the best pass so far, so the integers
     // adapt to the scales stage 2 chose; each unit keeps the pass with its lowest objective, so its

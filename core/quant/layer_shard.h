@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ struct LayerProblem {
   std::vector<at::Tensor> h_out;    // BoA q/k: one [head_dim, head_dim] per head
   std::vector<at::Tensor> h_value;  // value block: one [in, in] per kv head
   int64_t head_dim = 0;
+  // PrepareGptq(hessian, settings.gptq), computed once by a caller whose layers share the input
+  // Hessian (q/k/v, gate/up); null: computed here.
+  std::shared_ptr<const GptqFactor> factor;
 };
 
 struct LayerSettings {

@@ -119,5 +119,44 @@ TEST(LayerShardTest, ValueDampDampsTheValueHeadsHessians) {
   EXPECT_FALSE(at::equal(shared->q.codes, layer->q.codes));
 }
 
+// A factor the caller shares among the layers of one input (q/k/v, gate/up) is the one used: given
+// PrepareGptq's own result the layer is the same bits as without it, and given the factor of another
+// damping the layer is the one quantized with that damping (so nothing recomputes it).
+TEST(LayerShardTest, SharedFactorIsUsedAsGiven) {
+  LayerProblem rows;
+  at::manual_seed(35);
+  rows.name = "mlp";
+  rows.weight = at::randn({200, 64});
+  rows.hessian = RandomSpd(64, 400);
+  LayerProblem heads = HeadProblem("q_proj", 2, 36);
+  for (int h = 0; h < 2; ++h) heads.h_out.push_back(RandomSpd(16, 100));
+  auto group = MakeSingleProcessCollective();
+  for (LayerProblem* p : {&rows, &heads}) {
+    const LayerSettings s = Settings(1, false);
+    auto own = QuantizeLayer(*p, s, *group);
+    ASSERT_TRUE(own.ok()) << own.status();
+    auto factor = PrepareGptq(p->hessian, s.gptq, p->name);
+    ASSERT_TRUE(factor.ok()) << factor.status();
+    p->factor = std::make_shared<const GptqFactor>(*factor);
+    auto shared = QuantizeLayer(*p, s, *group);
+    ASSERT_TRUE(shared.ok()) << shared.status();
+    EXPECT_TRUE(at::equal(shared->q.codes, own->q.codes)) << p->name;
+    EXPECT_TRUE(at::equal(shared->q.scales, own->q.scales)) << p->name;
+    EXPECT_EQ(shared->loss, own->loss) << p->name;
+
+    LayerSettings damped = s;
+    damped.gptq.damp = 0.5;
+    auto other = PrepareGptq(p->hessian, damped.gptq, p->name);
+    ASSERT_TRUE(other.ok()) << other.status();
+    p->factor = std::make_shared<const GptqFactor>(*other);
+    auto given = QuantizeLayer(*p, s, *group);
+    p->factor = nullptr;
+    auto direct = QuantizeLayer(*p, damped, *group);
+    ASSERT_TRUE(given.ok() && direct.ok());
+    EXPECT_TRUE(at::equal(given->q.codes, direct->q.codes)) << p->name;
+    EXPECT_FALSE(at::equal(given->q.codes, own->q.codes)) << p->name;
+  }
+}
+
 }  // namespace
 }  // namespace ptq

@@ -1,0 +1,142 @@
+#include "core/pipeline/block_stream.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+namespace ptq {
+
+bool StageCacheBudget::TryTake(int64_t bytes) {
+  if (used_ + bytes > limit_) return false;
+  used_ += bytes;
+  peak_ = std::max(peak_, used_);
+  return true;
+}
+
+BlockStream::BlockStream(at::Tensor* hidden, const ModelConfig& config, const RopeTable& rope,
+                         int64_t batch, StageCacheBudget* budget)
+    : hidden_(hidden), config_(config), rope_(rope), batch_(batch), budget_(budget) {}
+
+BlockStream::~BlockStream() { Clear(); }
+
+int64_t BlockStream::batches() const { return (hidden_->size(0) + batch_ - 1) / batch_; }
+
+at::Tensor BlockStream::Rows(const at::Tensor& t, int64_t b) const {
+  const int64_t b0 = b * batch_;
+  return t.narrow(0, b0, std::min(batch_, t.size(0) - b0));
+}
+
+std::vector<at::Tensor> BlockStream::Deps(Stage stage, const BlockWeights& w) {
+  std::vector<at::Tensor> deps = {w.input_norm, w.q, w.k, w.v, w.q_bias, w.k_bias, w.v_bias};
+  if (stage >= kResidual) deps.push_back(w.o);
+  if (stage >= kActivation) deps.insert(deps.end(), {w.post_norm, w.gate, w.up});
+  return deps;
+}
+
+int64_t BlockStream::Dim(Stage stage) const {
+  switch (stage) {
+    case kAttention: return config_.num_attention_heads * config_.head_dim;
+    case kResidual: return config_.hidden_size;
+    case kActivation: return config_.intermediate_size;
+    case kStages: break;
+  }
+  return 0;
+}
+
+void BlockStream::Release(Stage stage) {
+  Kept& k = kept_[stage];
+  if (k.values.defined()) budget_->Give(k.values.numel() * static_cast<int64_t>(k.values.element_size()));
+  k = Kept{};
+}
+
+void BlockStream::Clear() {
+  for (int s = 0; s < kStages; ++s) Release(static_cast<Stage>(s));
+}
+
+void BlockStream::Store(Stage stage, int64_t b, const BlockWeights& w, const at::Tensor& out) {
+  Kept& k = kept_[stage];
+  if (!Matches(k, stage, w)) {  // kept for other weights: start over (keeping the memory if any)
+    k.deps = Deps(stage, w);
+    k.filled.assign(static_cast<size_t>(batches()), false);
+    k.filled_count = 0;
+    if (!k.values.defined()) {
+      const int64_t bytes = hidden_->size(0) * hidden_->size(1) * Dim(stage) *
+                            static_cast<int64_t>(out.element_size());
+      if (budget_->TryTake(bytes)) {
+        k.values = at::empty({hidden_->size(0), hidden_->size(1), Dim(stage)}, out.options());
+      }
+    }
+  }
+  if (!k.values.defined() || k.filled[b]) return;
+  Rows(k.values, b).copy_(out);
+  k.filled[b] = true;
+  // The attention output only feeds the residual: once that is complete, its memory is free.
+  if (++k.filled_count == batches() && stage == kResidual) Release(kAttention);
+}
+
+bool BlockStream::Matches(const Kept& k, Stage stage, const BlockWeights& w) {
+  const std::vector<at::Tensor> deps = Deps(stage, w);
+  if (k.deps.size() != deps.size()) return false;
+  for (size_t i = 0; i < deps.size(); ++i) {
+    if (!k.deps[i].is_same(deps[i])) return false;
+  }
+  return true;
+}
+
+at::Tensor BlockStream::Cached(Stage stage, int64_t b, const BlockWeights& w) const {
+  const Kept& k = kept_[stage];
+  if (!k.values.defined() || !k.filled[b] || !Matches(k, stage, w)) return at::Tensor();
+  return Rows(k.values, b);
+}
+
+at::Tensor BlockStream::Compute(Stage stage, int64_t b, const BlockWeights& w,
+                                BlockObserver* observer, bool keep) {
+  if (observer == nullptr) {  // an observer must see the attention run
+    at::Tensor cached = Cached(stage, b, w);
+    if (cached.defined()) return cached;
+  }
+  const at::Tensor hidden = Rows(*hidden_, b);
+  at::Tensor out;
+  switch (stage) {
+    case kAttention:
+      out = AttentionStage(AttentionInput(hidden, w, config_), w, config_, rope_, observer);
+      break;
+    case kResidual:
+      out = AttentionResidual(hidden, Compute(kAttention, b, w, nullptr, keep), w);
+      break;
+    case kActivation:
+      out = MlpActivation(MlpInput(Compute(kResidual, b, w, nullptr, keep), w, config_), w);
+      break;
+    case kStages: break;
+  }
+  if (keep) Store(stage, b, w, out);
+  return out;
+}
+
+at::Tensor BlockStream::SlotInput(LinearSlot slot, int64_t b, const BlockWeights& w) {
+  switch (slot) {
+    case LinearSlot::kAttnIn: return AttentionInput(Rows(*hidden_, b), w, config_);
+    case LinearSlot::kAttnOut: return Compute(kAttention, b, w, nullptr, true);
+    case LinearSlot::kMlpIn: return MlpInput(Compute(kResidual, b, w, nullptr, true), w, config_);
+    case LinearSlot::kMlpHidden: return Compute(kActivation, b, w, nullptr, true);
+  }
+  return at::Tensor();
+}
+
+void BlockStream::ObserveAttention(int64_t b, const BlockWeights& w, BlockObserver* observer) {
+  Compute(kAttention, b, w, observer, true);
+}
+
+void BlockStream::Advance(const BlockWeights& w) {
+  for (int64_t b = 0; b < batches(); ++b) {
+    // Both reads come before the write: they may be computed from this batch's block input. What
+    // is computed here is not kept (everything is forgotten at the end).
+    const at::Tensor h = Compute(kResidual, b, w, nullptr, false);
+    at::Tensor act = Cached(kActivation, b, w);
+    if (!act.defined()) act = MlpActivation(MlpInput(h, w, config_), w);
+    Rows(*hidden_, b).copy_(MlpResidual(h, act, w));
+  }
+  Clear();
+}
+
+}  // namespace ptq
