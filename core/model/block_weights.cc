@@ -110,7 +110,9 @@ absl::StatusOr<BlockWeights> LoadBlockWeights(const WeightSource& source, const 
 absl::Status CheckBlockTensorNames(const ModelConfig& c, const std::vector<std::string>& names) {
   std::set<std::string> known = {"input_layernorm.weight", "post_attention_layernorm.weight"};
   for (LinearKind kind : kAllLinears) {
-    for (const char* part : {".weight", ".qweight", ".qzeros", ".scales", ".g_idx"}) {
+    // Plain, GPTQ and compressed-tensors pack-quantized layers (the weight sources read all three).
+    for (const char* part : {".weight", ".qweight", ".qzeros", ".scales", ".g_idx", ".weight_packed",
+                             ".weight_scale", ".weight_zero_point", ".weight_shape", ".weight_g_idx"}) {
       known.insert(absl::StrCat(LinearName(kind), part));
     }
   }
