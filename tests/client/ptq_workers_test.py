@@ -40,8 +40,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="ptq_workers_test_")
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     base = [ptq, "quantize", "--model", model, "--calib", f"{data}/calib.txt", "--method", "turboboa",
-            "--value-block", "--bits", "2", "--group-size", "64", "--samples", "24", "--seq-len", "64",
-            "--refine-iters", "1"]
+            "--value-block", "--bits", "2", "--group-size", "64",
+            "--samples", "24", "--seq-len", "64", "--refine-iters", "1"]
     errors = []
     try:
         for n in (1, 2, 3):
