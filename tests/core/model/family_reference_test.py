@@ -322,7 +322,10 @@ def family(ptq, tmp, name, cfg, tokens, ids_file):
         with open(os.path.join(out, "model.safetensors"), "rb") as f:
             names = set(json.loads(f.read(struct.unpack("<Q", f.read(8))[0])))
         expected = {n for n in w if not n.endswith("_proj.weight")}
-        expected |= {n.replace(".weight", ".qweight") for n in w if n.endswith("_proj.weight")}
+        # --format auto: GPTQ's qweight, or compressed-tensors' weight_packed (asymmetric 4-bit).
+        packed = {"gptq": ".qweight", "compressed-tensors": ".weight_packed"}[
+            saved["quantization_config"]["quant_method"]]
+        expected |= {n.replace(".weight", packed) for n in w if n.endswith("_proj.weight")}
         check(expected <= names, f"{name}/{method}: checkpoint keeps the family's tensor names "
                                  f"(missing: {sorted(expected - names)[:4]})")
         after = ptq_eval(ptq, out, ids_file)
