@@ -51,7 +51,9 @@ struct LayerReport {
   std::string name;
   double loss = 0;           // tr((W - W_hat) H (W - W_hat)^T)
   double relative_loss = 0;  // loss / tr(W H W^T)
-  double rtn_loss = 0;       // the same loss after plain rounding on the same grid: what the method saved
+  // The same loss after plain rounding on the grid the method's search picks for the original
+  // weights: what the method saved.
+  double rtn_loss = 0;
   double rtn_relative_loss = 0;
   double seconds = 0;
 };

@@ -165,7 +165,12 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
     }
   }
   if (p.hessian.defined()) {
-    const QuantizedLinear rtn = RtnQuantize(target, s.gptq.grid, s.gptq.group_size);
+    // Plain rounding on the grids the method's own search picks for the unmodified weights: with
+    // --scale-init hessian the diag(H)-weighted search (one fused pass), not the unweighted
+    // |d|^2.4 search, which would cost more than the method itself.
+    const at::Tensor importance =
+        s.gptq.grid.hessian_search ? p.hessian.diagonal().to(at::kFloat) : at::Tensor();
+    const QuantizedLinear rtn = RtnQuantize(target, s.gptq.grid, s.gptq.group_size, importance);
     if (value_heads) {
       std::vector<at::Tensor> h_v(p.h_value.begin() + h0, p.h_value.begin() + h0 + nh);
       base = SumHeads(target, at::zeros_like(target), h_v, hd);

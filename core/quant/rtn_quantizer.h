@@ -10,6 +10,9 @@ namespace ptq {
 
 // weight: [out, in]; group_size <= 0 or >= in means one grid per row.
 // A last group shorter than group_size is allowed (see GptqQuantize).
-QuantizedLinear RtnQuantize(const at::Tensor& weight, const GridOptions& grid, int64_t group_size);
+// importance: undefined, or per-input-column weights [in] for grid.hessian_search (diag H), so the
+// grids are the ones the method's own weighted search would pick for these weights.
+QuantizedLinear RtnQuantize(const at::Tensor& weight, const GridOptions& grid, int64_t group_size,
+                            const at::Tensor& importance = at::Tensor());
 
 }  // namespace ptq
