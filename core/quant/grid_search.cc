@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/quant/fp16_scale.h"
+#include "core/quant/round_half_even.h"
 
 namespace ptq {
 namespace {
@@ -42,37 +43,70 @@ at::Tensor DivideBy(const at::Tensor& x, float v) { return x / at::full({}, v, x
 #else
 #define PTQ_NO_FP_CONTRACT
 #endif
+// h (clamp(r, lo, hi) s - w)^2, the float steps of the tensor search. std::min(std::max(r, lo), hi)
+// keeps a NaN r, as ATen's clamp does.
+PTQ_NO_FP_CONTRACT inline double WeightedSquare(float r, float lo, float hi, float s, float w,
+                                                double h) {
+  const float d = std::min(std::max(r, lo), hi) * s - w;
+  const double dd = static_cast<double>(d);
+  return dd * dd * h;
+}
+
+// Steps of the search a row's sums run side by side: independent chains hide the latency of the
+// float64 additions, each chain still adds its terms in order k = 0, 1, ...
+constexpr int64_t kStepsAtOnce = 4;
+
 // Rows [b0, b1) of WeightedErrorsCpu: a function of its own, as an attribute of the caller would not
-// reach a lambda's body.
+// reach a lambda's body. kZeros: zero candidates per step (1 or 2).
+template <int64_t kZeros>
 PTQ_NO_FP_CONTRACT void WeightedErrorsRows(const float* w, const double* weight, const float* scale,
-                                           const float* zero, int64_t count, int64_t zeros,
-                                           int64_t batch, int64_t n, float maxq, double* errors,
-                                           int64_t b0, int64_t b1) {
+                                           const float* zero, int64_t count, int64_t batch,
+                                           int64_t n, float maxq, double* errors, int64_t b0,
+                                           int64_t b1) {
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-  std::vector<float> rounded(static_cast<size_t>(n));
+  std::vector<float> rounded(static_cast<size_t>(kStepsAtOnce * n));
   for (int64_t b = b0; b < b1; ++b) {
     const float* wb = w + b * n;
     const double* hb = weight + b * n;
-    for (int64_t c = 0; c < count; ++c) {
-      const float s = scale[c * batch + b];
-      for (int64_t k = 0; k < n; ++k) rounded[k] = std::nearbyint(wb[k] / s);
-      for (int64_t j = 0; j < zeros; ++j) {
-        const float z = zero[(c * zeros + j) * batch + b];
-        const float low = -z, high = maxq - z;
-        double sum = 0;
-        for (int64_t k = 0; k < n; ++k) {
-          const float r = rounded[k];
-          // ATen's clamp: NaN stays NaN.
-          const float t = std::isnan(r) ? r : std::min(std::max(r, low), high);
-          const float q = t * s;
-          const float d = q - wb[k];
-          const double dd = static_cast<double>(d);
-          const double term = dd * dd * hb[k];
-          sum = k == 0 ? term : sum + term;  // cumsum's first element is the term itself
+    for (int64_t c0 = 0; c0 < count; c0 += kStepsAtOnce) {
+      const int64_t steps = std::min(kStepsAtOnce, count - c0);
+      float s[kStepsAtOnce], low[kStepsAtOnce][kZeros], high[kStepsAtOnce][kZeros];
+      for (int64_t t = 0; t < kStepsAtOnce; ++t) {
+        // A missing step repeats the last one; its sums are not stored.
+        const int64_t c = c0 + std::min(t, steps - 1);
+        s[t] = scale[c * batch + b];
+        for (int64_t j = 0; j < kZeros; ++j) {
+          const float z = zero[(c * kZeros + j) * batch + b];
+          low[t][j] = -z;
+          high[t][j] = maxq - z;
         }
-        errors[(c * zeros + j) * batch + b] = sum;
+        float* r = rounded.data() + t * n;
+        for (int64_t k = 0; k < n; ++k) r[k] = RoundHalfEven(wb[k] / s[t]);
+      }
+      double sum[kStepsAtOnce][kZeros];
+#pragma GCC unroll 8
+      for (int64_t t = 0; t < kStepsAtOnce; ++t) {
+#pragma GCC unroll 2
+        for (int64_t j = 0; j < kZeros; ++j) {  // cumsum's first element is the term itself
+          sum[t][j] = WeightedSquare(rounded[t * n], low[t][j], high[t][j], s[t], wb[0], hb[0]);
+        }
+      }
+      for (int64_t k = 1; k < n; ++k) {
+#pragma GCC unroll 8
+        for (int64_t t = 0; t < kStepsAtOnce; ++t) {
+#pragma GCC unroll 2
+          for (int64_t j = 0; j < kZeros; ++j) {
+            sum[t][j] +=
+                WeightedSquare(rounded[t * n + k], low[t][j], high[t][j], s[t], wb[k], hb[k]);
+          }
+        }
+      }
+      for (int64_t t = 0; t < steps; ++t) {
+        for (int64_t j = 0; j < kZeros; ++j) {
+          errors[((c0 + t) * kZeros + j) * batch + b] = sum[t][j];
+        }
       }
     }
   }
@@ -83,8 +117,14 @@ void WeightedErrorsCpu(const float* w, const double* weight, const float* scale,
                        double* errors) {
   at::parallel_for(0, batch, std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)),
                    [&](int64_t b0, int64_t b1) {
-                     WeightedErrorsRows(w, weight, scale, zero, count, zeros, batch, n, maxq,
-                                        errors, b0, b1);
+                     if (zeros == 2) {
+                       WeightedErrorsRows<2>(w, weight, scale, zero, count, batch, n, maxq, errors,
+                                             b0, b1);
+                     } else {
+                       TORCH_CHECK(zeros == 1, "WeightedErrorsCpu: ", zeros, " zero candidates");
+                       WeightedErrorsRows<1>(w, weight, scale, zero, count, batch, n, maxq, errors,
+                                             b0, b1);
+                     }
                    });
 }
 
