@@ -93,84 +93,78 @@ at::Tensor RefineGroupScalesKronecker(QuantizedLinear& q, const at::Tensor& targ
                                       int iterations) {
   const int64_t heads = static_cast<int64_t>(h_out.size());
   const int64_t hd = q.weight.size(0) / heads;
+  const int64_t in = q.weight.size(1);
   const at::TensorOptions f64 = target.options().dtype(at::kDouble);
   at::Tensor hi = h_in.to(f64);
   const int64_t groups = q.scales.size(1);
   at::Tensor g_idx = q.g_idx.to(q.codes.device(), at::kLong);
-  at::Tensor v = q.codes.to(at::kDouble) - q.zeros.to(at::kDouble).index_select(1, g_idx);
-  at::Tensor scales = q.scales.to(at::kDouble).clone();
   const std::vector<at::Tensor> columns = GroupColumns(q);
   std::vector<at::Tensor> h_gg(groups), h_g(groups);
   for (int64_t g = 0; g < groups; ++g) {
     h_g[g] = hi.index_select(0, columns[g]);                  // [|g|, in]
     h_gg[g] = h_g[g].index_select(1, columns[g]);             // [|g|, |g|]
   }
-  at::Tensor t = target.to(at::kDouble);
+  // Heads side by side ([heads, head_dim, ...]): they are independent, so each step of the
+  // coordinate descent, one (row, group), runs for every head at once, and the number of small
+  // operations no longer grows with the head count.
+  std::vector<at::Tensor> ho_list;
+  for (const at::Tensor& h : h_out) ho_list.push_back(h.to(f64));
+  const at::Tensor ho = at::stack(ho_list);                                  // [heads, hd, hd]
+  const at::Tensor v = (q.codes.to(at::kDouble) -
+                        q.zeros.to(at::kDouble).index_select(1, g_idx)).view({heads, hd, in});
+  at::Tensor scales = q.scales.to(at::kDouble).clone();
+  const at::Tensor s3 = scales.view({heads, hd, groups});  // a view: steps write into scales
+  const at::Tensor t = target.to(at::kDouble).view({heads, hd, in});
+  const at::Tensor residual = t - s3.index_select(2, g_idx) * v;
+  at::Tensor grad = at::matmul(at::matmul(ho, residual), hi);  // H_out R H_in per head
+  // What does not change with the scales: each group's v, the denominators
+  // H_out_rr v^T H_in_gg v, and where a step is possible at all.
+  std::vector<at::Tensor> v_cols(groups), vhv(groups);
+  for (int64_t g = 0; g < groups; ++g) {
+    v_cols[g] = v.index_select(2, columns[g]);                               // [heads, hd, |g|]
+    vhv[g] = (at::matmul(v_cols[g], h_gg[g]) * v_cols[g]).sum(2);            // [heads, hd]
+  }
+  const at::Tensor h_rr = ho.diagonal(0, 1, 2);                              // [heads, hd]
+  const at::Tensor den = h_rr.unsqueeze(2) * at::stack(vhv, 2);              // [heads, hd, groups]
+  const at::Tensor can_step = (h_rr > 0).unsqueeze(2) & (den > 0);
   const at::Tensor zero = at::zeros({}, f64);
-  // Each step's rank-one update is written here: a fresh [head_dim, in] tensor per step would cost
-  // an allocation (on the CPU with its page faults) every time.
-  const at::Tensor update = at::empty({hd, q.weight.size(1)}, f64);
-  // Heads are independent, but each stays its own sequence of small BLAS calls: batching heads (or
-  // rows) into one call would change the reductions and with them the bits of the result.
-  for (int64_t h = 0; h < heads; ++h) {
-    at::Tensor ho = h_out[h].to(f64);
-    at::Tensor rows_v = v.narrow(0, h * hd, hd);
-    at::Tensor rows_s = scales.narrow(0, h * hd, hd);
-    at::Tensor residual = t.narrow(0, h * hd, hd) - rows_s.index_select(1, g_idx) * rows_v;
-    at::Tensor grad = at::matmul(at::matmul(ho, residual), hi);  // H_out R H_in, [hd, in]
-    // What does not change with the scales, once per head instead of once per sweep: each group's
-    // v, the denominators H_out_rr v^T H_in_gg v, and where a step is possible at all.
-    std::vector<at::Tensor> v_cols(groups);
-    for (int64_t g = 0; g < groups; ++g) v_cols[g] = rows_v.index_select(1, columns[g]);  // [hd, |g|]
-    std::vector<at::Tensor> vhv;
-    vhv.reserve(hd * groups);
+  // Each step's update is written here: a fresh [heads, head_dim, in] tensor per step would cost an
+  // allocation (on the CPU with its page faults) every time.
+  const at::Tensor update = at::empty({heads, hd, in}, f64);
+  for (int it = 0; it < iterations; ++it) {
+    const bool last_sweep = it + 1 == iterations;
     for (int64_t r = 0; r < hd; ++r) {
+      const at::Tensor grad_r = grad.select(1, r);  // [heads, in], a view: sees the updates below
+      // In the last sweep the rows already done never read grad again: update only rows r.. .
+      const int64_t first_row = last_sweep ? r : 0;
+      const int64_t rows = hd - first_row;
+      at::Tensor grad_rows = grad.narrow(1, first_row, rows);
+      const at::Tensor ho_r = ho.select(2, r).narrow(1, first_row, rows).unsqueeze(2);
+      const at::Tensor den_r = den.select(1, r), can_step_r = can_step.select(1, r);
+      const at::Tensor s_r = s3.select(1, r);  // [heads, groups]
       for (int64_t g = 0; g < groups; ++g) {
-        const at::Tensor vg = v_cols[g].select(0, r);
-        vhv.push_back(at::dot(vg, at::mv(h_gg[g], vg)));
-      }
-    }
-    const at::Tensor h_rr = ho.diagonal();
-    const at::Tensor den = h_rr.unsqueeze(1) * at::stack(vhv).reshape({hd, groups});
-    const at::Tensor can_step = (h_rr > 0).unsqueeze(1) & (den > 0);  // [hd, groups]
-    for (int it = 0; it < iterations; ++it) {
-      const bool last_sweep = it + 1 == iterations;
-      for (int64_t r = 0; r < hd; ++r) {
-        const at::Tensor grad_r = grad.select(0, r);  // a view: sees the updates below
-        // In the last sweep the rows already done never read grad again: update only rows r.. .
-        const int64_t first_row = last_sweep ? r : 0;
-        at::Tensor grad_rows = grad.narrow(0, first_row, hd - first_row);
-        const at::Tensor ho_r = ho.select(1, r).narrow(0, first_row, hd - first_row);
-        const at::Tensor den_r = den.select(0, r), can_step_r = can_step.select(0, r);
-        const at::Tensor s_r = rows_s.select(0, r);
-        for (int64_t g = 0; g < groups; ++g) {
-          const at::Tensor vg = v_cols[g].select(0, r);
-          const at::Tensor den_rg = den_r.select(0, g);
-          at::Tensor old_s = s_r.select(0, g);  // a view, written last
-          const at::Tensor num = at::dot(vg, grad_r.index_select(0, columns[g]));
-          const at::Tensor new_s = RoundScalesToFp16(old_s + num / den_rg);
-          const at::Tensor d = new_s - old_s;
-          // The rounded step's exact change -2 d num + d^2 den is negative iff d^2 den < 2 d num
-          // (the same roundings; x - y < 0 iff x < y). A rejected step becomes a step of 0.
-          const at::Tensor take = can_step_r.select(0, g) & (d * d * den_rg < 2 * d * num);
-          old_s.copy_(at::where(take, new_s, old_s));
-          // Applied every step (a rejected one adds zeros): whether to skip is known on the device only.
-          at::Tensor u = update.narrow(0, 0, hd - first_row);
-          at::outer_out(u, ho_r, at::matmul(vg, h_g[g]));
-          grad_rows.sub_(u.mul_(at::where(take, d, zero)));
-        }
+        const at::Tensor vg = v_cols[g].select(1, r);  // [heads, |g|]
+        const at::Tensor den_rg = den_r.select(1, g);
+        at::Tensor old_s = s_r.select(1, g);  // a view, written last
+        const at::Tensor num = (vg * grad_r.index_select(1, columns[g])).sum(1);
+        const at::Tensor new_s = RoundScalesToFp16(old_s + num / den_rg);
+        const at::Tensor d = new_s - old_s;
+        // The rounded step's exact change -2 d num + d^2 den is negative iff d^2 den < 2 d num
+        // (the same roundings; x - y < 0 iff x < y). A rejected step becomes a step of 0.
+        const at::Tensor take = can_step_r.select(1, g) & (d * d * den_rg < 2 * d * num);
+        old_s.copy_(at::where(take, new_s, old_s));
+        // Applied every step (a rejected one adds zeros): whether to skip is known on the device
+        // only. The update is H_out[:, r] (v_g^T H_in[g, :]) per head.
+        at::Tensor u = update.narrow(1, 0, rows);
+        at::mul_out(u, ho_r, at::matmul(vg, h_g[g]).unsqueeze(1));
+        grad_rows.sub_(u.mul_(at::where(take, d, zero).view({heads, 1, 1})));
       }
     }
   }
   q.scales = scales.to(at::kFloat);
   q.weight = DequantizeLinear(q);
-  at::Tensor d = t - q.weight.to(at::kDouble);
-  at::Tensor loss = zero;
-  for (int64_t h = 0; h < heads; ++h) {
-    at::Tensor dh = d.narrow(0, h * hd, hd);
-    loss = loss + (at::matmul(at::matmul(h_out[h].to(f64), dh), hi) * dh).sum();
-  }
-  return loss;
+  const at::Tensor d = t - q.weight.to(at::kDouble).view({heads, hd, in});
+  return (at::matmul(at::matmul(ho, d), hi) * d).sum();
 }
 
 }  // namespace ptq

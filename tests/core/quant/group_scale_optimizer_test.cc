@@ -164,6 +164,7 @@ void ExpectSameRows(const QuantizedLinear& a, const QuantizedLinear& b) {
   EXPECT_TRUE(at::equal(a.codes, b.codes));
 }
 
+// The heads run side by side now; on these problems every step still takes the same bits.
 TEST(GroupScaleOptimizerTest, KroneckerRefinementMatchesTheHostDecidedOneBitForBit) {
   for (Problem& p : Problems()) {
     // A head with a dead output row (H_out_rr = 0): that row's scales must not move.
@@ -177,7 +178,8 @@ TEST(GroupScaleOptimizerTest, KroneckerRefinementMatchesTheHostDecidedOneBitForB
         const double loss = RefineGroupScalesKronecker(ours, p.w, p.h_in, *ho, iterations).item<double>();
         const double ref_loss = ReferenceRefineKronecker(ref, p.w, p.h_in, *ho, iterations);
         ExpectSameRows(ours, ref);
-        EXPECT_EQ(loss, ref_loss);
+        // The loss sums all heads at once, the reference head by head: the last bits may differ.
+        EXPECT_NEAR(loss, ref_loss, 1e-12 * ref_loss);
         EXPECT_FALSE(at::equal(ours.scales, p.q.scales)) << "the refinement moved nothing";
         if (ho == &h_out) EXPECT_TRUE(at::equal(ours.scales[8], p.q.scales[8]));  // head 1, row 2
       }
@@ -200,8 +202,9 @@ TEST(GroupScaleOptimizerTest, StepsThatTheRoundingMakesWorseAreSkipped) {
   ASSERT_FALSE(at::equal(start.scales, RoundScalesToFp16(start.scales)));
   const std::vector<at::Tensor> identity(2, at::eye(6, at::kDouble));
   QuantizedLinear ours = start, ref = start;
-  EXPECT_EQ(RefineGroupScalesKronecker(ours, p.w, p.h_in, identity, 1).item<double>(),
-            ReferenceRefineKronecker(ref, p.w, p.h_in, identity, 1));
+  const double ref_loss = ReferenceRefineKronecker(ref, p.w, p.h_in, identity, 1);
+  EXPECT_NEAR(RefineGroupScalesKronecker(ours, p.w, p.h_in, identity, 1).item<double>(), ref_loss,
+              1e-12 * ref_loss);
   ExpectSameRows(ours, ref);
   EXPECT_TRUE(at::equal(ours.scales, start.scales));
   QuantizedLinear rows = start, rows_ref = start;
