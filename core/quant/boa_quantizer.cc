@@ -8,6 +8,12 @@
 #include "common/status_macros.h"
 
 namespace ptq {
+namespace {
+
+// Row blocks at least this tall run all heads in one GPTQ call (BoaQuantizeHeads).
+constexpr int64_t kMinRowsSideBySide = 16;
+
+}  // namespace
 
 at::Tensor KroneckerLossOnDevice(const at::Tensor& weight, const at::Tensor& quantized,
                                  const at::Tensor& h_in, const std::vector<at::Tensor>& h_out) {
@@ -28,54 +34,92 @@ double KroneckerLoss(const at::Tensor& weight, const at::Tensor& quantized, cons
   return KroneckerLossOnDevice(weight, quantized, h_in, h_out).item<double>();
 }
 
-absl::StatusOr<QuantizedLinear> BoaQuantizeHead(const at::Tensor& weight, const at::Tensor& h_out,
-                                                const BoaOptions& o, const FixedGrids* grids,
-                                                const BoaHeadSteps& steps) {
-  const int64_t hd = weight.size(0);
-  at::Tensor w = weight.to(at::kDouble).clone();  // current rows of the head
-  at::Tensor head_h_out = h_out.to(w.device());
-  FixedGrids head_grids;
-  if (grids != nullptr) head_grids = *grids;
-  at::Tensor order;  // quantization order of the head's rows (undefined: as stored)
+absl::StatusOr<QuantizedLinear> BoaQuantizeHeads(const at::Tensor& weight,
+                                                 const std::vector<at::Tensor>& h_out,
+                                                 const BoaOptions& o, const FixedGrids* grids,
+                                                 const BoaHeadSteps& steps) {
+  const int64_t heads = static_cast<int64_t>(h_out.size());
+  const int64_t hd = weight.size(0) / heads;
+  const int64_t in = weight.size(1);
+  at::Tensor w = weight.to(at::kDouble).clone().view({heads, hd, in});  // current rows, by head
+  std::vector<at::Tensor> u_heads(heads), order_heads(heads);
+  for (int64_t h = 0; h < heads; ++h) {
+    at::Tensor head_h_out = h_out[h].to(w.device());
+    if (o.act_order_rows) {
+      // A stable sort, so equal diagonals keep their order and the result is reproducible.
+      order_heads[h] = std::get<1>(at::sort(at::diagonal(head_h_out), /*stable=*/true, /*dim=*/0,
+                                            /*descending=*/true));
+      head_h_out = head_h_out.index_select(0, order_heads[h]).index_select(1, order_heads[h]);
+    }
+    PTQ_ASSIGN_OR_RETURN(u_heads[h], steps.factor_out(h, head_h_out));
+  }
+  const at::Tensor u_out = at::stack(u_heads);  // [heads, hd, hd], upper
+  at::Tensor order;                             // [heads, hd]: each head's quantization order
+  at::Tensor scales, zeros;                     // fixed grids by head, in that order
+  if (grids != nullptr) {
+    scales = grids->scales.reshape({heads, hd, -1});
+    zeros = grids->zeros.reshape({heads, hd, -1});
+  }
   if (o.act_order_rows) {
-    // A stable sort, so equal diagonals keep their order and the result is reproducible.
-    order = std::get<1>(at::sort(at::diagonal(head_h_out), /*stable=*/true, /*dim=*/0,
-                                 /*descending=*/true));
-    w = w.index_select(0, order);
-    head_h_out = head_h_out.index_select(0, order).index_select(1, order);
+    order = at::stack(order_heads);
+    w = at::gather(w, 1, order.unsqueeze(2).expand({heads, hd, in}));
     if (grids != nullptr) {
-      head_grids.scales = head_grids.scales.index_select(0, order);
-      head_grids.zeros = head_grids.zeros.index_select(0, order);
+      const at::Tensor by_row = order.unsqueeze(2).expand({heads, hd, scales.size(2)});
+      scales = at::gather(scales, 1, by_row);
+      zeros = at::gather(zeros, 1, by_row);
     }
   }
-  PTQ_ASSIGN_OR_RETURN(at::Tensor u_out, steps.factor_out(head_h_out));
-  std::vector<QuantizedLinear> head_blocks;
+  // Row block by row block, the same block of every head in one GPTQ call (rows are independent
+  // in GPTQ; they share H_in's factor): [heads * n, in], head by head. Below kMinRowsSideBySide
+  // rows a block, heads go one by one: ATen/BLAS take products of so few rows down other paths
+  // whose sums differ in the last bits, and a worker holding some of the heads must get the bits
+  // the whole layer gets (from 16 rows on they are the same, checked by the workers tests).
+  const int64_t together = o.joint_rows >= kMinRowsSideBySide ? heads : 1;
+  std::vector<QuantizedLinear> blocks;
+  std::vector<int64_t> source(static_cast<size_t>(heads * hd));  // row of the stacked blocks
+  int64_t stacked = 0;
   for (int64_t r1 = 0; r1 < hd; r1 += o.joint_rows) {
     const int64_t r2 = std::min(r1 + o.joint_rows, hd);
-    at::Tensor rows = w.narrow(0, r1, r2 - r1);
-    FixedGrids block_grids;
-    if (grids != nullptr) block_grids = head_grids.Rows(r1, r2 - r1);
-    PTQ_ASSIGN_OR_RETURN(QuantizedLinear q, steps.quantize_rows(rows.to(at::kFloat),
-                                                                grids != nullptr ? &block_grids : nullptr));
-    if (r2 < hd) {
-      // Closed-form compensation of the remaining rows for the whole block's error.
-      at::Tensor e = rows - q.weight.to(at::kDouble);           // [n, in]
-      at::Tensor m = u_out.narrow(0, r1, r2 - r1).narrow(1, r1, r2 - r1);  // upper [n, n]
-      at::Tensor x = at::linalg_solve_triangular(m.t(), e, /*upper=*/false);
-      at::Tensor coupling = u_out.narrow(0, r1, r2 - r1).narrow(1, r2, hd - r2);  // [n, rest]
-      w.narrow(0, r2, hd - r2).sub_(at::matmul(coupling.t(), x));
+    const int64_t n = r2 - r1;
+    for (int64_t h0 = 0; h0 < heads; h0 += together) {
+      const at::Tensor rows = w.narrow(0, h0, together).narrow(1, r1, n);  // [together, n, in]
+      FixedGrids block_grids;
+      if (grids != nullptr) {
+        block_grids = FixedGrids{
+            scales.narrow(0, h0, together).narrow(1, r1, n).reshape({together * n, -1}),
+            zeros.narrow(0, h0, together).narrow(1, r1, n).reshape({together * n, -1}),
+            grids->g_idx};
+      }
+      PTQ_ASSIGN_OR_RETURN(QuantizedLinear q,
+                           steps.quantize_rows(rows.reshape({together * n, in}).to(at::kFloat),
+                                               grids != nullptr ? &block_grids : nullptr));
+      if (r2 < hd) {
+        // Closed-form compensation of each head's remaining rows for its block's error.
+        const at::Tensor e = rows - q.weight.to(at::kDouble).view({together, n, in});
+        const at::Tensor u = u_out.narrow(0, h0, together);
+        const at::Tensor m = u.narrow(1, r1, n).narrow(2, r1, n);  // upper [together, n, n]
+        const at::Tensor x = at::linalg_solve_triangular(m.transpose(1, 2), e, /*upper=*/false);
+        const at::Tensor coupling = u.narrow(1, r1, n).narrow(2, r2, hd - r2);  // [., n, rest]
+        w.narrow(0, h0, together).narrow(1, r2, hd - r2).sub_(
+            at::matmul(coupling.transpose(1, 2), x));
+      }
+      for (int64_t h = h0; h < h0 + together; ++h) {
+        for (int64_t r = r1; r < r2; ++r) source[h * hd + r] = stacked + (h - h0) * n + (r - r1);
+      }
+      stacked += together * n;
+      blocks.push_back(std::move(q));
     }
-    head_blocks.push_back(std::move(q));
   }
-  QuantizedLinear head_q = ConcatRows(head_blocks);
-  if (order.defined()) {  // rows back to their places
-    const at::Tensor inverse = at::argsort(order);
-    head_q.weight = head_q.weight.index_select(0, inverse);
-    head_q.codes = head_q.codes.index_select(0, inverse);
-    head_q.scales = head_q.scales.index_select(0, inverse);
-    head_q.zeros = head_q.zeros.index_select(0, inverse);
+  QuantizedLinear all = ConcatRows(blocks);
+  at::Tensor pick = at::tensor(source, at::TensorOptions().dtype(at::kLong)).to(w.device());
+  if (order.defined()) {  // rows back to their places: stored row i is quantized row inverse[i]
+    pick = at::gather(pick.view({heads, hd}), 1, at::argsort(order, /*dim=*/int64_t{1})).view({-1});
   }
-  return head_q;
+  all.weight = all.weight.index_select(0, pick);
+  all.codes = all.codes.index_select(0, pick);
+  all.scales = all.scales.index_select(0, pick);
+  all.zeros = all.zeros.index_select(0, pick);
+  return all;
 }
 
 absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::Tensor& h_in,
@@ -95,27 +139,20 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
   } else {
     PTQ_ASSIGN_OR_RETURN(factor, PrepareGptq(h_in, o.gptq, what));
   }
-  std::vector<QuantizedLinear> blocks;
   for (int64_t h = 0; h < heads; ++h) {
-    const std::string head_name = absl::StrCat(what, " head ", h);
     if (h_out[h].size(0) != hd) {
-      return absl::InvalidArgumentError(absl::StrCat(head_name, ": H_out is not ", hd, " x ", hd));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " head ", h, ": H_out is not ", hd, " x ", hd));
     }
-    const BoaHeadSteps steps{
-        [&](const at::Tensor& head_h_out) {
-          return InverseCholeskyUpper(head_h_out, o.damp_out, head_name);
-        },
-        [&](const at::Tensor& rows, const FixedGrids* block_grids) {
-          return GptqQuantizeWithFactor(rows, factor, o.gptq, head_name, block_grids);
-        }};
-    FixedGrids head_grids;
-    if (grids != nullptr) head_grids = grids->Rows(h * hd, hd);
-    PTQ_ASSIGN_OR_RETURN(QuantizedLinear head_q,
-                         BoaQuantizeHead(weight.narrow(0, h * hd, hd), h_out[h], o,
-                                         grids != nullptr ? &head_grids : nullptr, steps));
-    blocks.push_back(std::move(head_q));
   }
-  QuantizedLinear out = ConcatRows(blocks);
+  const BoaHeadSteps steps{
+      [&](int64_t h, const at::Tensor& head_h_out) {
+        return InverseCholeskyUpper(head_h_out, o.damp_out, absl::StrCat(what, " head ", h));
+      },
+      [&](const at::Tensor& rows, const FixedGrids* block_grids) {
+        return GptqQuantizeWithFactor(rows, factor, o.gptq, what, block_grids);
+      }};
+  PTQ_ASSIGN_OR_RETURN(QuantizedLinear out, BoaQuantizeHeads(weight, h_out, o, grids, steps));
   out.loss = LayerLoss(weight, out.weight, h_in);  // comparable with GPTQ's per-layer loss
   return out;
 }

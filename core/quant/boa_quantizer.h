@@ -42,19 +42,23 @@ absl::StatusOr<QuantizedLinear> BoaQuantize(const at::Tensor& weight, const at::
                                             const FixedGrids* grids = nullptr,
                                             const GptqFactor* factor = nullptr);
 
-// One head of BoaQuantize, with the two steps that are not BoA's own passed in: the factor
-// U_out = chol_upper((H_out + damp)^-1) and GPTQ of a row block (on its fixed grids, or nullptr).
-// BoA's part (row order, quantizing row blocks, compensating the rest of the head) reads nothing back
-// to the host; the seam lets a test run it where any host read fails. weight: [head_dim, in];
-// grids: nullptr or the head's. Returns the head's rows in their stored order.
+// BoaQuantize's loop over all heads, with the two steps that are not BoA's own passed in: the
+// factor U_out = chol_upper((H_out + damp)^-1) of head h, and GPTQ of a row block (on its fixed
+// grids, or nullptr). Heads are independent, so block k (rows k*N .. k*N + N - 1 in each head's
+// order) of every head is one GPTQ call on [heads * N, in] rows, head by head, and the compensation
+// runs for all heads at once. BoA's part (row orders, row blocks, compensation, rows put back)
+// reads nothing back to the host; the seam lets a test run it where any host read fails.
+// weight: [heads * head_dim, in]; grids: nullptr or fixed grids for all its rows. Returns the rows
+// in their stored order.
 struct BoaHeadSteps {
-  std::function<absl::StatusOr<at::Tensor>(const at::Tensor& h_out)> factor_out;
+  std::function<absl::StatusOr<at::Tensor>(int64_t head, const at::Tensor& h_out)> factor_out;
   std::function<absl::StatusOr<QuantizedLinear>(const at::Tensor& rows, const FixedGrids* grids)>
       quantize_rows;
 };
-absl::StatusOr<QuantizedLinear> BoaQuantizeHead(const at::Tensor& weight, const at::Tensor& h_out,
-                                                const BoaOptions& options, const FixedGrids* grids,
-                                                const BoaHeadSteps& steps);
+absl::StatusOr<QuantizedLinear> BoaQuantizeHeads(const at::Tensor& weight,
+                                                 const std::vector<at::Tensor>& h_out,
+                                                 const BoaOptions& options, const FixedGrids* grids,
+                                                 const BoaHeadSteps& steps);
 
 // W_v with BoA's value-block Hessians: the rows of key/value head h quantized by GPTQ with their own
 // H_in (core/stats/value_statistics.h). weight: [kv_heads * head_dim, in]. The loss is the sum of the

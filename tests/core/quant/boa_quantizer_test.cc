@@ -168,6 +168,43 @@ TEST(BoaQuantizerTest, ActOrderRowsEqualsQuantizingTheHandPermutedHead) {
   EXPECT_FALSE(at::equal(unordered->codes, reordered->codes)) << "the order changed nothing";
 }
 
+// Heads side by side in one GPTQ call per row block (16 joint rows and more) give each head the
+// bits it gets quantized alone, as a worker holding only that head quantizes it: the "any worker
+// count, same checkpoint" contract. With act-order rows, fixed grids, and a short last block.
+TEST(BoaQuantizerTest, HeadsSideBySideEqualEachHeadAlone) {
+  at::manual_seed(21);
+  const int64_t heads = 4, hd = 40, in = 64;
+  at::Tensor w = at::randn({heads * hd, in});
+  at::Tensor h_in = RandomSpd(in, 22);
+  std::vector<at::Tensor> h_out;
+  for (int64_t h = 0; h < heads; ++h) h_out.push_back(RandomSpd(hd, 23 + h, 2.0));
+  for (bool act_order_rows : {false, true}) {
+    BoaOptions o = Options(3, 16, 16);  // rows 0-15, 16-31, 32-39 of each head
+    o.act_order_rows = act_order_rows;
+    auto all = BoaQuantize(w, h_in, h_out, o, "all");
+    ASSERT_TRUE(all.ok()) << all.status();
+    const FixedGrids fixed{all->scales * 1.01, all->zeros, all->g_idx};
+    auto all_fixed = BoaQuantize(w, h_in, h_out, o, "all", &fixed);
+    ASSERT_TRUE(all_fixed.ok()) << all_fixed.status();
+    for (int64_t h = 0; h < heads; ++h) {
+      const std::string label = "head " + std::to_string(h) + " act-order rows " +
+                                std::to_string(act_order_rows);
+      auto alone = BoaQuantize(w.narrow(0, h * hd, hd), h_in, {h_out[h]}, o, "alone");
+      ASSERT_TRUE(alone.ok()) << alone.status();
+      EXPECT_TRUE(at::equal(all->weight.narrow(0, h * hd, hd), alone->weight)) << label;
+      EXPECT_TRUE(at::equal(all->codes.narrow(0, h * hd, hd), alone->codes)) << label;
+      EXPECT_TRUE(at::equal(all->scales.narrow(0, h * hd, hd), alone->scales)) << label;
+      EXPECT_TRUE(at::equal(all->zeros.narrow(0, h * hd, hd), alone->zeros)) << label;
+      const FixedGrids head_fixed = fixed.Rows(h * hd, hd);
+      auto alone_fixed = BoaQuantize(w.narrow(0, h * hd, hd), h_in, {h_out[h]}, o, "alone",
+                                     &head_fixed);
+      ASSERT_TRUE(alone_fixed.ok()) << alone_fixed.status();
+      EXPECT_TRUE(at::equal(all_fixed->weight.narrow(0, h * hd, hd), alone_fixed->weight)) << label;
+      EXPECT_TRUE(at::equal(all_fixed->codes.narrow(0, h * hd, hd), alone_fixed->codes)) << label;
+    }
+  }
+}
+
 TEST(BoaQuantizerTest, HeadsThatDoNotDivideTheRowsAreRefused) {
   at::Tensor w = at::randn({10, 8});
   auto r = BoaQuantize(w, at::eye(8, at::kDouble), {at::eye(3, at::kDouble), at::eye(3, at::kDouble),

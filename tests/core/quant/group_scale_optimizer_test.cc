@@ -358,18 +358,20 @@ TEST(NoHostSyncTest, ScaleRefinementsRunOnTheMetaDevice) {
   }
 }
 
-// BoA's own loop over a head (row order, row blocks, compensation, rows put back) on meta. Its two
-// outside steps, GPTQ's column loop and the Cholesky factor with its damping retries, read the host
-// by design (gptq_quantizer); here they are shape-only stand-ins.
+// BoA's own loop over the heads (row orders, row blocks, compensation, rows put back) on meta. Its
+// two outside steps, GPTQ's column loop and the Cholesky factor with its damping retries, read the
+// host by design (gptq_quantizer); here they are shape-only stand-ins.
 TEST(NoHostSyncTest, BoaHeadLoopRunsOnTheMetaDevice) {
   EnsureMetaKernels();
-  const int64_t hd = 8, in = 16, groups = 2;
+  const int64_t heads = 2, hd = 20, in = 16, groups = 2;
   const auto meta = at::TensorOptions().device(at::kMeta);
-  const at::Tensor w = at::empty({hd, in}, meta.dtype(at::kFloat));
-  const at::Tensor h_out = at::empty({hd, hd}, meta.dtype(at::kDouble));
+  const at::Tensor w = at::empty({heads * hd, in}, meta.dtype(at::kFloat));
+  const std::vector<at::Tensor> h_out(heads, at::empty({hd, hd}, meta.dtype(at::kDouble)));
   int blocks = 0;
   BoaHeadSteps steps{
-      [](const at::Tensor& h) -> absl::StatusOr<at::Tensor> { return at::linalg_cholesky(h, true); },
+      [](int64_t, const at::Tensor& h) -> absl::StatusOr<at::Tensor> {
+        return at::linalg_cholesky(h, true);
+      },
       [&](const at::Tensor& rows, const FixedGrids* grids) -> absl::StatusOr<QuantizedLinear> {
         EXPECT_TRUE(rows.is_meta());
         if (grids != nullptr) EXPECT_TRUE(grids->scales.is_meta());
@@ -382,20 +384,23 @@ TEST(NoHostSyncTest, BoaHeadLoopRunsOnTheMetaDevice) {
         q.g_idx = at::arange(in, rows.options().dtype(at::kInt)).div(in / groups, "floor");
         return q;
       }};
-  const FixedGrids fixed{at::empty({hd, groups}, meta.dtype(at::kFloat)),
-                         at::empty({hd, groups}, meta.dtype(at::kFloat)),
+  const FixedGrids fixed{at::empty({heads * hd, groups}, meta.dtype(at::kFloat)),
+                         at::empty({heads * hd, groups}, meta.dtype(at::kFloat)),
                          at::empty({in}, meta.dtype(at::kInt))};
   for (bool act_order_rows : {false, true}) {
     for (const FixedGrids* grids : {static_cast<const FixedGrids*>(nullptr), &fixed}) {
-      BoaOptions o;
-      o.joint_rows = 3;
-      o.act_order_rows = act_order_rows;
-      blocks = 0;
-      auto q = BoaQuantizeHead(w, h_out, o, grids, steps);
-      ASSERT_TRUE(q.ok()) << q.status();
-      EXPECT_EQ(blocks, 3);  // rows 0-2, 3-5, 6-7
-      EXPECT_TRUE(q->weight.is_meta() && q->codes.is_meta());
-      EXPECT_EQ(q->weight.sizes(), w.sizes());
+      // 16 rows a block: both heads in one call (rows 0-15, 16-19); 3 rows: head by head.
+      for (auto [joint_rows, calls] : {std::pair<int64_t, int>{16, 2}, {3, 2 * 7}}) {
+        BoaOptions o;
+        o.joint_rows = joint_rows;
+        o.act_order_rows = act_order_rows;
+        blocks = 0;
+        auto q = BoaQuantizeHeads(w, h_out, o, grids, steps);
+        ASSERT_TRUE(q.ok()) << q.status();
+        EXPECT_EQ(blocks, calls) << joint_rows;
+        EXPECT_TRUE(q->weight.is_meta() && q->codes.is_meta());
+        EXPECT_EQ(q->weight.sizes(), w.sizes());
+      }
     }
   }
 }
