@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Speed table (issue 23): `ptq quantize` per phase (forward, statistics, quantizer, evaluation) for
-# RTN, GPTQ, GPTQ with two-stage scales, BoA, TurboBoA and TurboBoA with the settings that become the
-# default (--scale-init hessian --refine-iters 2 --no-value-block), W4 for rtn/gptq and W2 for the
-# rest, g128, on the demo and the 24M benchmark model, all in one run. Several binaries (e.g. before
-# and after a change) run each configuration in turn, so their ratios are measured under the same load.
+# RTN, GPTQ, GPTQ with two-stage scales, BoA, TurboBoA and the defaults (TurboBoA with two-stage
+# scales), W4 for rtn/gptq and W2 for the rest (the defaults at W2 and W4), g128, on the demo and
+# the 24M benchmark model, all in one run. Several binaries (e.g. before and after a change) run each configuration in turn, so their ratios are measured under the same load.
 # Usage: bench/speed_table.sh [OUT_JSONL]   then   bench/speed_table.py OUT_JSONL   (markdown)
 #   PTQ_ST_BINS="label=path ..."  binaries (default: now=build/ptq);  PTQ_ST_MODELS="demo small";
 #   PTQ_ST_RUNS="name ..."  only these runs;  PTQ_ST_SAMPLES / PTQ_ST_SEQ_LEN  (default 128 x 256);
@@ -19,14 +18,17 @@ threads=${PTQ_ST_THREADS:-$(nproc)}
 small=${PTQ_SMALL_MODEL:-../shared/models/small-llama-bytes}
 small_data=${PTQ_SMALL_DATA:-../shared/data}
 
-# name | ptq quantize flags
+# name | ptq quantize flags. The classic methods pin the settings they name (today's defaults are
+# TurboBoA with two-stage scales for every method); "defaults-*" take the defaults bare.
+# (turboboa-next-default-w2 in older lines of speed_results.jsonl = defaults-w2.)
 RUNS=(
   "rtn-w4|--method rtn --bits 4"
-  "gptq-w4|--method gptq --bits 4"
+  "gptq-w4|--method gptq --bits 4 --scale-init minmax --refine-iters 0"
   "gptq-2stage-w2|--method gptq --bits 2 --scale-init hessian --refine-iters 2"
-  "boa-w2|--method boa --bits 2"
-  "turboboa-w2|--method turboboa --bits 2"
-  "turboboa-next-default-w2|--method turboboa --bits 2 --scale-init hessian --refine-iters 2 --no-value-block"
+  "boa-w2|--method boa --bits 2 --scale-init minmax --refine-iters 0 --value-block"
+  "turboboa-w2|--method turboboa --bits 2 --scale-init minmax --refine-iters 0 --value-block"
+  "defaults-w2|--bits 2"
+  "defaults-w4|--bits 4"
 )
 machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 for model_name in $models; do
