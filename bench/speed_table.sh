@@ -2,7 +2,8 @@
 # Speed table (issue 23): `ptq quantize` per phase (forward, statistics, quantizer, evaluation) for
 # RTN, GPTQ, GPTQ with two-stage scales, BoA, TurboBoA and the defaults (TurboBoA with two-stage
 # scales), W4 for rtn/gptq and W2 for the rest (the defaults at W2 and W4), g128, on the demo and
-# the 24M benchmark model, all in one run. Several binaries (e.g. before and after a change) run each configuration in turn, so their ratios are measured under the same load.
+# the 24M benchmark model, all in one run. Several binaries (e.g. before and after a change) run
+# each configuration in turn, so their ratios are measured under the same load.
 # Usage: bench/speed_table.sh [OUT_JSONL]   then   bench/speed_table.py OUT_JSONL   (markdown)
 #   PTQ_ST_BINS="label=path ..."  binaries (default: now=build/ptq);  PTQ_ST_MODELS="demo small";
 #   PTQ_ST_RUNS="name ..."  only these runs;  PTQ_ST_SAMPLES / PTQ_ST_SEQ_LEN  (default 128 x 256);
