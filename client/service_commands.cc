@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli_error.h"
 #include "client/job_client.h"
@@ -150,6 +151,21 @@ std::optional<int> ServiceCommands::RunSelected() {
 }
 
 int ServiceCommands::Submit() {
+  // Settings of the process that runs a job, not of the job: a job does not carry them, so they
+  // are refused by name rather than dropped.
+  std::string local_flag;
+  VisitQuantizeOptions(submit_options_, [&](const OptionField& f, const auto&) {
+    if (local_flag.empty() && f.name.empty() && !f.flag.empty() &&
+        submit_->count(std::string(f.flag)) > 0) {
+      local_flag = f.flag;
+    }
+  });
+  if (!local_flag.empty()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        local_flag, " is a setting of `ptq quantize`'s own process that a job does not carry "
+                    "(the workers choose their device with `ptq-worker --device` and use the "
+                    "defaults of the others); drop it from `ptq submit`")));
+  }
   QuantizeOptions options = submit_options_;
   options.model_dir = Absolute(options.model_dir);
   options.calib_path = Absolute(options.calib_path);

@@ -114,6 +114,16 @@ TEST_F(PtqServiceCliTest, ErrorsAreOneReadableLine) {
       {"status job-nope" + flag_, "ptq: error: no job job-nope\n"},
       {"watch job-nope" + flag_, "ptq: error: no job job-nope\n"},
   };
+  // Flags of `ptq quantize`'s own process: refused by name, not dropped.
+  for (const std::string flag : {"--device cpu", "--forward-cache-mib 8", "--max-shard-mib 1"}) {
+    CliRun r = RunPtq(SubmitArgs(TempPath("local"), flag), true);
+    EXPECT_EQ(r.exit_code, 1) << flag;
+    const std::string name = flag.substr(0, flag.find(' '));
+    EXPECT_EQ(r.out.rfind("ptq: error: " + name + " is a setting of `ptq quantize`'s own process", 0),
+              0u)
+        << r.out;
+    EXPECT_FALSE(fs::exists(TempPath("local"))) << flag;
+  }
   for (const auto& [args, expected] : cases) {
     CliRun r = RunPtq(args, true);
     EXPECT_EQ(r.exit_code, 1) << args;
