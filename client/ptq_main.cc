@@ -14,6 +14,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/malloc_reuse.h"
 #include "common/passive_openmp.h"
 #include "client/cli_error.h"
 #include "client/quantize_flags.h"
@@ -173,6 +174,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
 
 int main(int argc, char** argv) {
   ptq::PreferPassiveOpenMpWaiting(argv);
+  ptq::KeepFreedMemoryForReuse();
   CLI::App app{"PTQ Service: post-training weight quantization of large language models"};
   app.require_subcommand(1);
   int threads = static_cast<int>(std::thread::hardware_concurrency());

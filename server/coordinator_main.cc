@@ -12,6 +12,7 @@
 #include <thread>
 #include <unistd.h>
 
+#include "common/malloc_reuse.h"
 #include "common/passive_openmp.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
@@ -27,6 +28,7 @@ void OnStopSignal(int signal) {
 
 int main(int argc, char** argv) {
   ptq::PreferPassiveOpenMpWaiting(argv);
+  ptq::KeepFreedMemoryForReuse();
   // SIGTERM and SIGINT: the handler only writes a byte to a pipe (async-signal-safe), and a thread
   // reading it shuts down. Not sigwait with blocked signals: threads that libraries start before
   // main (OpenBLAS) would not block them and take the default action, killing the process.

@@ -15,6 +15,7 @@
 
 #include "common/logging.h"
 #include "common/metrics_server.h"
+#include "common/malloc_reuse.h"
 #include "common/passive_openmp.h"
 #include "common/version.h"
 #include "worker/worker_agent.h"
@@ -29,6 +30,7 @@ void OnStopSignal(int) { g_stop.store(true); }
 
 int main(int argc, char** argv) {
   ptq::PreferPassiveOpenMpWaiting(argv);
+  ptq::KeepFreedMemoryForReuse();
   CLI::App app{"PTQ Service worker: quantizes the share of jobs a coordinator assigns it"};
   ptq::worker::WorkerAgentOptions options;
   std::string metrics_address;
