@@ -11,7 +11,9 @@
 #                     with `git clone --mirror https://github.com/SamsungLabs/TurboBoA`)
 #   PTQ_AUTHORS_COMMIT  (default ea88f93, the commit docs/results.md read line by line)
 #   PTQ_AT_BIN        our binary (default build/ptq);  PTQ_AT_MODELS="demo small";  PTQ_AT_THREADS="1 2"
-#   PTQ_AT_RUNS="authors ours-default ours-reference"  only these;  PTQ_AT_EVAL=0  no evaluation
+#   PTQ_AT_RUNS="authors ours-default ours-reference"  only these (also: authors-act-order-row, their
+#                     code with --act_order_row, the other half of the settings their paper picks from);
+#   PTQ_AT_EVAL=0  no evaluation
 #   PTQ_AT_SAMPLES / PTQ_AT_SEQ_LEN (default 128 x 256)
 # The demo model runs at group size 64: its MLP width 704 is not a multiple of 128 and their code has
 # no partial groups (it reshapes the row into whole groups).
@@ -56,13 +58,15 @@ for model_name in $models; do
       tmp=$(mktemp -d)
       load=$(cut -d' ' -f1 /proc/loadavg)
       prefix="\"model_name\":\"$model_name\",\"run\":\"$run\",\"load_before\":$load,\"machine\":\"$machine\""
-      if [ "$run" = authors ]; then
+      if [[ $run == authors* ]]; then
+        their_args=""
+        [ "$run" != authors-act-order-row ] || their_args=--act_order_row
         valid=()
         [ "${PTQ_AT_EVAL:-1}" = 0 ] || valid=(--valid "$data/valid.txt")
         "$python" bench/authors_turboboa_driver.py --authors "$authors" --commit "$full_commit" \
           --model "$model" --calib "$data/calib.txt" "${valid[@]}" --samples "$samples" \
           --seq-len "$seq_len" --bits 2 --group-size "$group" --threads "$threads" --work "$tmp" \
-          > "$tmp/json"
+          --their-args "$their_args" > "$tmp/json"
         sed "s|^{|{$prefix,|" "$tmp/json" | tee -a "$out"
       else
         flags=${OURS[$run]}

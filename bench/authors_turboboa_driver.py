@@ -333,6 +333,7 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fp-eval", action="store_true", help="also measure the full-precision model")
     p.add_argument("--work", default="/tmp", help="their cache_dir (created, left empty)")
+    p.add_argument("--their-args", default="", help="more flags for their parser, e.g. --act_order_row")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -368,7 +369,8 @@ def main():
     sys.argv = ["main.py", "--llm_path", a.model, "--cache_dir", a.work, "--seqlen", str(a.seq_len),
                 "--nsamples", str(a.samples), "--seed", str(a.seed), "--w_bits", str(a.bits),
                 "--group_size", str(a.group_size),
-                "--block_v", "--n_quant_rows", "16", "--consider_dX", "--adaptive_qparam", "--refine_qparam"]
+                "--block_v", "--n_quant_rows", "16", "--consider_dX", "--adaptive_qparam", "--refine_qparam",
+                *a.their_args.split()]
     args = get_turboboa_arguments()
     qconfigs, opts, hyperparams = get_turboboa_weight_quant_infos(args)
     result["their_options"] = {**qconfigs, **opts, **hyperparams}
