@@ -66,7 +66,7 @@ for model_name in $models; do
         "$python" bench/authors_turboboa_driver.py --authors "$authors" --commit "$full_commit" \
           --model "$model" --calib "$data/calib.txt" "${valid[@]}" --samples "$samples" \
           --seq-len "$seq_len" --bits 2 --group-size "$group" --threads "$threads" --work "$tmp" \
-          --their-args "$their_args" > "$tmp/json"
+          --their-args="$their_args" > "$tmp/json"
         sed "s|^{|{$prefix,|" "$tmp/json" | tee -a "$out"
       else
         flags=${OURS[$run]}
