@@ -31,6 +31,19 @@ models=${PTQ_QT_MODELS:-"small demo"}
 # keeps its meaning now that the defaults are two-stage TurboBoA without the value block; the
 # "defaults-*" runs take today's defaults bare.
 RUNS=(
+  # Symmetric grids (issue 22; zero 2^(b-1), what vLLM's Marlin/Machete serve): every flag explicit,
+  # so the loop adds none (the "defaults" here are today's: TurboBoA, no value block, two-stage).
+  # "oldsearch" ran main's binary of commit facb383 (the symmetric search before the sign-aware range).
+  "sym-gptq-w3|--sym --method gptq --scale-init minmax --refine-iters 0 --format auto --bits 3"
+  "sym-gptq-2stage-w3|--sym --method gptq --scale-init hessian --refine-iters 2 --format auto --bits 3"
+  "sym-defaults-w3|--sym --method turboboa --no-value-block --scale-init hessian --refine-iters 2 --format auto --bits 3"
+  "sym-defaults-oldsearch-w3|--sym --method turboboa --no-value-block --scale-init hessian --refine-iters 2 --format auto --bits 3"
+  "sym-gptq-seed1-w3|--sym --method gptq --scale-init minmax --refine-iters 0 --format auto --seed 1 --bits 3"
+  "sym-gptq-2stage-seed1-w3|--sym --method gptq --scale-init hessian --refine-iters 2 --format auto --seed 1 --bits 3"
+  "sym-defaults-seed1-w3|--sym --method turboboa --no-value-block --scale-init hessian --refine-iters 2 --format auto --seed 1 --bits 3"
+  "sym-gptq-w4|--sym --method gptq --scale-init minmax --refine-iters 0 --format auto --bits 4"
+  "sym-gptq-2stage-w4|--sym --method gptq --scale-init hessian --refine-iters 2 --format auto --bits 4"
+  "sym-defaults-w4|--sym --method turboboa --no-value-block --scale-init hessian --refine-iters 2 --format auto --bits 4"
   "defaults-w2|--bits 2"
   "defaults-w3|--bits 3"
   "defaults-seed1-w2|--seed 1 --bits 2"

@@ -18,7 +18,7 @@ GroupGrids FitGroupGridsWithHessianBlock(const at::Tensor& w, const at::Tensor& 
   // Every step's grid at once ([steps, rows]) and its zeros ([zeros, steps, rows]).
   const at::Tensor p = ShrinkFactors(0, steps, o, w.options()).unsqueeze(1);
   const at::Tensor plo = p * lo, phi = p * hi;
-  const GroupGrids grids = GridsFromRange(plo, phi, o);
+  const GroupGrids grids = SearchGrids(lo, hi, p, o);
   const at::Tensor zeros = SearchZeros(plo, phi, grids, o);
   // The candidates in FitGrid's order, step by step, zero by zero; one product per candidate, of
   // the same [rows, g] shape whatever the number of steps, so the sums do not depend on batching.

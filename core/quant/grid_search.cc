@@ -158,6 +158,23 @@ at::Tensor ShrinkFactors(int64_t first, int64_t count, const GridOptions& o,
                         static_cast<float>(o.mse_grid));
 }
 
+GroupGrids SearchGrids(const at::Tensor& lo, const at::Tensor& hi, const at::Tensor& p,
+                       const GridOptions& o) {
+  if (!o.sym) return GridsFromRange(p * lo, p * hi, o);
+  // SymmetricCoveringScale: an empty range counts as [-1, 1].
+  const int half = (o.MaxQ() + 1) / 2;
+  const at::Tensor empty = EmptyRange(lo, hi);
+  const at::Tensor l = at::clamp_max(lo, 0.0f).masked_fill(empty, -1.0f);
+  const at::Tensor h = at::clamp_min(hi, 0.0f).masked_fill(empty, 1.0f);
+  const at::Tensor cover =
+      at::maximum(DivideBy(h, static_cast<float>(half - 1)), DivideBy(-l, static_cast<float>(half)));
+  GroupGrids g;
+  g.scale = p * cover;
+  if (o.fp16_scales) g.scale = RoundScalesToFp16(g.scale);
+  g.zero = at::full_like(g.scale, static_cast<float>(half));
+  return g;
+}
+
 at::Tensor SearchZeros(const at::Tensor& lo, const at::Tensor& hi, const GroupGrids& grid,
                        const GridOptions& o) {
   if (o.sym || !o.zero_search) return grid.zero.unsqueeze(0);
@@ -213,7 +230,7 @@ GroupGrids FitGrids(const at::Tensor& w_in, const GridOptions& o, const at::Tens
   if (weight.defined() && w.device().is_cpu()) {  // every step at once, no scratch (see above)
     const at::Tensor p = ShrinkFactors(0, steps, o, w.options()).unsqueeze(1);
     const at::Tensor plo = p * lo, phi = p * hi;  // [steps, batch]
-    const GroupGrids g = GridsFromRange(plo, phi, o);
+    const GroupGrids g = SearchGrids(lo, hi, p, o);
     const at::Tensor z = SearchZeros(plo, phi, g, o).transpose(0, 1).contiguous();  // [steps, zeros, batch]
     const at::Tensor s = g.scale.contiguous();
     const at::Tensor wc = w2.contiguous(), hc = weight.contiguous();
@@ -240,7 +257,7 @@ GroupGrids FitGrids(const at::Tensor& w_in, const GridOptions& o, const at::Tens
     const int64_t count = std::min(chunk, steps - first);
     const at::Tensor p = ShrinkFactors(first, count, o, w.options()).unsqueeze(1);
     const at::Tensor plo = p * lo, phi = p * hi;  // [count, batch]
-    const GroupGrids g = GridsFromRange(plo, phi, o);
+    const GroupGrids g = SearchGrids(lo, hi, p, o);
     const at::Tensor z = SearchZeros(plo, phi, g, o).transpose(0, 1);  // [count, zeros, batch]
     const at::Tensor s = g.scale.view({count, 1, batch, 1});
     const at::Tensor zc = z.unsqueeze(-1);

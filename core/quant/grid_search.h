@@ -28,6 +28,10 @@ GroupGrids FitGrids(const at::Tensor& w, const GridOptions& options,
 // The shrink factors p = 1 - i / mse_grid of steps i in [first, first + count), float32 [count].
 at::Tensor ShrinkFactors(int64_t first, int64_t count, const GridOptions& options,
                          const at::TensorOptions& device);
+// SearchGrid elementwise: lo, hi [batch] (lo <= 0 <= hi) and shrink factors p [count, 1] give the
+// grids [count, batch] the search tries.
+GroupGrids SearchGrids(const at::Tensor& lo, const at::Tensor& hi, const at::Tensor& p,
+                       const GridOptions& options);
 // ZeroCandidates elementwise for the range [lo, hi] (lo <= 0 <= hi) and its grid: [2, ...] (floor
 // and ceil of -lo/s; the grid's zero twice for an empty range) with zero_search on an asymmetric
 // grid, else [1, ...] (the grid's zero). A repeated candidate cannot win twice, so two always do.

@@ -12,6 +12,24 @@ GridParams GridFromRange(float lo, float hi, const GridOptions& o) {
   return GridParams{g.scale, g.zero};
 }
 
+float SymmetricCoveringScale(float lo, float hi, const GridOptions& o) {
+  lo = std::min(lo, 0.0f);
+  hi = std::max(hi, 0.0f);
+  if (lo == 0.0f && hi == 0.0f) {
+    lo = -1.0f;
+    hi = 1.0f;
+  }
+  const int half = (o.MaxQ() + 1) / 2;  // the zero: levels -half .. half - 1
+  return std::max(hi / static_cast<float>(half - 1), -lo / static_cast<float>(half));
+}
+
+GridParams SearchGrid(float lo, float hi, float p, const GridOptions& o) {
+  if (!o.sym) return GridFromRange(p * lo, p * hi, o);
+  const float s = p * SymmetricCoveringScale(lo, hi, o);
+  return GridParams{o.fp16_scales ? RoundScaleToFp16(s) : s,
+                    static_cast<float>((o.MaxQ() + 1) / 2)};
+}
+
 int ZeroCandidates(float lo, float hi, GridParams grid, const GridOptions& o, float out[2]) {
   out[0] = grid.zero;
   lo = std::min(lo, 0.0f);
@@ -42,8 +60,7 @@ GridParams FitGrid(const float* w, int64_t n, const GridOptions& o, const float*
   const int steps = static_cast<int>(o.mse_max_shrink * o.mse_grid);
   for (int i = 0; i < steps; ++i) {
     float p = 1.0f - static_cast<float>(i) / static_cast<float>(o.mse_grid);
-    GridParams g = GridFromRange(p * lo, p * hi, o);
-    if (o.sym) g.zero = best.zero;
+    GridParams g = SearchGrid(lo, hi, p, o);
     float zeros[2];
     const int candidates = ZeroCandidates(p * lo, p * hi, g, o, zeros);
     for (int c = 0; c < candidates; ++c) {

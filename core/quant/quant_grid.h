@@ -11,7 +11,8 @@ struct GridOptions {
   int bits = 4;
   bool sym = false;
   // GPTQ's "MSE" search: shrink the range by 1, 0.99, ... down to 1 - max_shrink and keep the one with
-  // the smallest sum |w_hat - w|^norm.
+  // the smallest sum |w_hat - w|^norm. With sym the zero is fixed, so only the scale is searched, from
+  // the sign-aware covering scale down (SearchGrid).
   bool mse = false;
   double mse_norm = 2.4;
   int mse_grid = 100;
@@ -51,6 +52,16 @@ GridParams FitGrid(const float* w, int64_t n, const GridOptions& options,
 
 // Grid of a given range (min-max, 0 included as in GPTQ's reference), before any search.
 GridParams GridFromRange(float lo, float hi, const GridOptions& options);
+
+// The smallest scale whose symmetric grid s * [-2^(b-1), 2^(b-1) - 1] holds [lo, hi] (0 included;
+// an empty range counts as [-1, 1], GridFromRange's rule): max(hi / (2^(b-1) - 1), -lo / 2^(b-1)).
+// GridFromRange's symmetric (GPTQ's) scale 2 max|w| / (2^b - 1) mirrors the larger side instead,
+// so it clips a positive maximum and leaves a level unused beyond a negative one.
+float SymmetricCoveringScale(float lo, float hi, const GridOptions& options);
+
+// The grid a search tries at shrink p for the range [lo, hi]: GridFromRange(p lo, p hi), or for a
+// symmetric grid the scale p * SymmetricCoveringScale (float16-rounded) with the zero 2^(b-1).
+GridParams SearchGrid(float lo, float hi, float p, const GridOptions& options);
 
 // The zeros a search tries for GridFromRange(lo, hi): round(-lo/s) alone, or with zero_search and an
 // asymmetric grid floor and ceil of it, clamped to [min_zero, maxq]. Returns how many (1 or 2).

@@ -52,6 +52,10 @@ std::vector<Case> Cases() {
   exact.fp16_scales = false;
   exact.mse_norm = 2.4;
   cases.push_back({"float32 scales", exact});
+  GridOptions sym_exact = exact;  // the symmetric search's covering scales unrounded
+  sym_exact.sym = true;
+  sym_exact.min_zero = 0;
+  cases.push_back({"symmetric float32 scales", sym_exact});
   return cases;
 }
 

@@ -82,9 +82,10 @@ TEST(NoHostReadTest, GptqColumnLoopRunsOnTheMetaDevice) {
 
 TEST(NoHostReadTest, RoundToNearestAndGridSearchesRunOnTheMetaDevice) {
   const at::Tensor w = at::empty({12, 80}, kMeta.dtype(at::kFloat));
-  for (bool mse : {false, true}) {
+  for (bool mse : {false, true}) for (bool sym : {false, true}) {
     GridOptions o;
     o.mse = mse;
+    o.sym = sym;
     QuantizedLinear q = RtnQuantize(w, o, 32);
     EXPECT_TRUE(q.weight.is_meta());
     EXPECT_EQ(q.scales.size(1), 3);
@@ -93,12 +94,15 @@ TEST(NoHostReadTest, RoundToNearestAndGridSearchesRunOnTheMetaDevice) {
     EXPECT_TRUE(g.scale.is_meta());
     EXPECT_EQ(g.zero.sizes(), (std::vector<int64_t>{12, 5}));
   }
-  GridOptions o;
-  o.mse = true;
-  o.hessian_search = true;
-  GroupGrids b = FitGroupGridsWithHessianBlock(w.narrow(1, 0, 16).contiguous(),
-                                               at::empty({16, 16}, kMeta.dtype(at::kFloat)), o);
-  EXPECT_TRUE(b.scale.is_meta());
+  for (bool sym : {false, true}) {
+    GridOptions o;
+    o.mse = true;
+    o.hessian_search = true;
+    o.sym = sym;
+    GroupGrids b = FitGroupGridsWithHessianBlock(w.narrow(1, 0, 16).contiguous(),
+                                                 at::empty({16, 16}, kMeta.dtype(at::kFloat)), o);
+    EXPECT_TRUE(b.scale.is_meta());
+  }
 }
 
 }  // namespace

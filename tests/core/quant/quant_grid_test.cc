@@ -39,6 +39,34 @@ TEST(QuantGridTest, SymmetricZeroIsHalfRange) {
   }
 }
 
+TEST(QuantGridTest, SymmetricCoveringScaleIsTheSmallestWhoseLevelsSpanTheRange) {
+  // Checked on the grid's end levels, not the formula: at the covering scale the lowest level
+  // (code 0) and the highest (code 2^b - 1) enclose every weight; a hair smaller, some weight lies
+  // beyond them. The sides differ: 2^(b-1) levels below the zero, 2^(b-1) - 1 above.
+  std::mt19937 rng(11);
+  std::student_t_distribution<float> heavy(3.0f);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> w(32);
+    for (float& x : w) x = heavy(rng);
+    if (trial % 4 == 1) for (float& x : w) x = std::fabs(x);  // one-signed rows
+    if (trial % 4 == 2) for (float& x : w) x = -std::fabs(x);
+    float lo = 0, hi = 0;
+    for (float x : w) lo = std::min(lo, x), hi = std::max(hi, x);
+    for (int bits : {2, 3, 4, 8}) {
+      GridOptions o;
+      o.bits = bits;
+      o.sym = true;
+      auto spans = [&](float s) {
+        const GridParams g{s, static_cast<float>(1 << (bits - 1))};
+        return DequantizeCode(0, g) <= lo && hi <= DequantizeCode(static_cast<float>(o.MaxQ()), g);
+      };
+      const float cover = SymmetricCoveringScale(lo, hi, o);
+      EXPECT_TRUE(spans(cover * (1 + 1e-6f))) << trial << " " << bits;
+      EXPECT_FALSE(spans(cover * (1 - 1e-4f))) << trial << " " << bits;
+    }
+  }
+}
+
 TEST(QuantGridTest, ScalesAreFloat16Representable) {
   GridOptions o;
   std::vector<float> w = {-0.123456f, 0.987654f};
@@ -126,6 +154,38 @@ TEST(QuantGridTest, ZeroSearchShiftsTheGridAndNeverLosesToTheRoundZero) {
     }
     EXPECT_GT(better, 20) << weighted;
     EXPECT_GT(shifted, 20) << weighted;
+  }
+}
+
+TEST(QuantGridTest, SymmetricSearchReachesTheCoveringScaleForEitherSign) {
+  // GPTQ's symmetric range 2 max|w| / (2^b - 1) mirrors the larger side: a positive maximum is
+  // clipped at (2^(b-1) - 1) s, and a one-signed positive row keeps only the lower half of the levels
+  // (its range [0, hi] with the zero in the middle). The search shrinks the covering scale instead:
+  // on its own objective it beats every candidate of GPTQ's shrunk ranges on such rows by far.
+  std::mt19937 rng(12);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  for (int bits : {3, 4}) {
+    GridOptions o;
+    o.bits = bits;
+    o.sym = true;
+    o.mse = true;
+    std::vector<float> w(64);
+    for (float& x : w) x = uniform(rng);  // all positive
+    auto err = [&](GridParams g) {
+      double e = 0;
+      for (float x : w) e += std::pow(std::fabs(DequantizeCode(QuantizeToCode(x, g, o.MaxQ()), g) - x), 2.4);
+      return e;
+    };
+    const double gptq_family = BestRoundZeroError(w, o, err);
+    const GridParams g = FitGrid(w.data(), w.size(), o);
+    EXPECT_EQ(g.zero, static_cast<float>(1 << (bits - 1)));
+    EXPECT_LT(err(g), 0.1 * gptq_family) << bits;
+    // Unsearched, the symmetric grid stays GPTQ's: 2 max|w| / (2^b - 1) on the mirrored range.
+    GridOptions plain = o;
+    plain.mse = false;
+    plain.fp16_scales = false;
+    std::vector<float> mixed = {-0.2f, 0.7f, 0.1f};
+    EXPECT_FLOAT_EQ(FitGrid(mixed.data(), 3, plain).scale, 1.4f / o.MaxQ());
   }
 }
 
