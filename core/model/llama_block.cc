@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 namespace ptq {
 
@@ -41,7 +42,27 @@ at::Tensor HeadNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight.defined() ? RmsNorm(x, weight, eps) : x;
 }
 
+// Queries [batch, heads, tokens, hd] and keys [batch, kv_heads, tokens, hd], normed and rotated.
+std::pair<at::Tensor, at::Tensor> QueriesAndKeys(const at::Tensor& x, const BlockWeights& w,
+                                                 const ModelConfig& c, const RopeTable& rope) {
+  const int64_t batch = x.size(0);
+  const int64_t tokens = x.size(1);
+  const int64_t hd = c.head_dim;
+  at::Tensor q = HeadNorm(at::linear(x, w.q, w.q_bias).view({batch, tokens, c.num_attention_heads, hd}),
+                          w.q_norm, c.rms_norm_eps).transpose(1, 2);
+  at::Tensor k = HeadNorm(at::linear(x, w.k, w.k_bias).view({batch, tokens, c.num_key_value_heads, hd}),
+                          w.k_norm, c.rms_norm_eps).transpose(1, 2);
+  return {ApplyRope(q, rope), ApplyRope(k, rope)};
+}
+
 }  // namespace
+
+void ObserveQueriesAndKeys(const at::Tensor& x, const BlockWeights& w, const ModelConfig& c,
+                           const RopeTable& rope, BlockObserver* observer) {
+  const auto [q, k] = QueriesAndKeys(x, w, c, rope);
+  const at::Tensor none;
+  observer->OnAttention({q, k, none, none, w.q_norm, w.k_norm});
+}
 
 at::Tensor AttentionStage(const at::Tensor& x, const BlockWeights& w, const ModelConfig& c,
                           const RopeTable& rope, BlockObserver* observer) {
@@ -50,13 +71,8 @@ at::Tensor AttentionStage(const at::Tensor& x, const BlockWeights& w, const Mode
   const int64_t heads = c.num_attention_heads;
   const int64_t kv_heads = c.num_key_value_heads;
   const int64_t hd = c.head_dim;
-  at::Tensor q = HeadNorm(at::linear(x, w.q, w.q_bias).view({batch, tokens, heads, hd}), w.q_norm,
-                          c.rms_norm_eps).transpose(1, 2);
-  at::Tensor k = HeadNorm(at::linear(x, w.k, w.k_bias).view({batch, tokens, kv_heads, hd}), w.k_norm,
-                          c.rms_norm_eps).transpose(1, 2);
+  auto [q, k] = QueriesAndKeys(x, w, c, rope);
   at::Tensor v = at::linear(x, w.v, w.v_bias).view({batch, tokens, kv_heads, hd}).transpose(1, 2);
-  q = ApplyRope(q, rope);
-  k = ApplyRope(k, rope);
   // Grouped-query attention: query head h reads key/value head h / (heads / kv_heads).
   const int64_t rep = heads / kv_heads;
   at::Tensor k_rep = rep == 1 ? k : k.repeat_interleave(rep, 1);

@@ -23,8 +23,10 @@ LinearSlot SlotOf(LinearKind kind);
 struct AttentionInternals {
   const at::Tensor& queries;  // [batch, heads, tokens, head_dim], after the q norm and RoPE
   const at::Tensor& keys;     // [batch, kv_heads, tokens, head_dim], after the k norm and RoPE
-  const at::Tensor& values;   // [batch, kv_heads, tokens, head_dim]
-  const at::Tensor& probs;    // [batch, heads, tokens, tokens], softmax output (window-masked)
+  // values: [batch, kv_heads, tokens, head_dim]; probs: [batch, heads, tokens, tokens], softmax
+  // output (window-masked). Both undefined when the observer does not read them (ReadsProbabilities).
+  const at::Tensor& values;
+  const at::Tensor& probs;
   at::Tensor q_norm = {};     // [head_dim] gains of the per-head query norm; undefined without one
   at::Tensor k_norm = {};     // likewise for keys
 };
@@ -35,6 +37,9 @@ class BlockObserver {
   // x: [batch, tokens, in] float32, the input shared by the slot's layers.
   virtual void OnLinearInput(LinearSlot slot, const at::Tensor& x) {}
   virtual void OnAttention(const AttentionInternals& internals) {}
+  // False when OnAttention reads only queries and keys: then the scores, softmax and values need
+  // not be computed for it (ObserveQueriesAndKeys).
+  virtual bool ReadsProbabilities() const { return true; }
 };
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
@@ -52,6 +57,10 @@ at::Tensor AttentionInput(const at::Tensor& hidden, const BlockWeights& w, const
 // Tells the observer OnAttention (not OnLinearInput).
 at::Tensor AttentionStage(const at::Tensor& x, const BlockWeights& w, const ModelConfig& c,
                           const RopeTable& rope, BlockObserver* observer = nullptr);
+// Tells the observer OnAttention with the queries and keys AttentionStage computes (the same ops),
+// values and probs undefined: for an observer that does not read them, without the attention itself.
+void ObserveQueriesAndKeys(const at::Tensor& x, const BlockWeights& w, const ModelConfig& c,
+                           const RopeTable& rope, BlockObserver* observer);
 // h = hidden + o_proj(attn): the residual stream after attention.
 at::Tensor AttentionResidual(const at::Tensor& hidden, const at::Tensor& attn, const BlockWeights& w);
 // The kMlpIn input, RmsNorm of h.

@@ -124,6 +124,10 @@ at::Tensor BlockStream::SlotInput(LinearSlot slot, int64_t b, const BlockWeights
 }
 
 void BlockStream::ObserveAttention(int64_t b, const BlockWeights& w, BlockObserver* observer) {
+  if (!observer->ReadsProbabilities()) {
+    ObserveQueriesAndKeys(AttentionInput(Rows(*hidden_, b), w, config_), w, config_, rope_, observer);
+    return;
+  }
   Compute(kAttention, b, w, observer, true);
 }
 

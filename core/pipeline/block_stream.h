@@ -55,7 +55,8 @@ class BlockStream {
   // caller's purpose): [windows of b, tokens, slot input size].
   at::Tensor SlotInput(LinearSlot slot, int64_t b, const BlockWeights& w);
   // Runs attention for batch b on w with `observer` told OnAttention (its output is kept as the
-  // kAttnOut input when w's q/k/v are the ones that input is later read with).
+  // kAttnOut input when w's q/k/v are the ones that input is later read with); only the queries
+  // and keys when the observer does not read the probabilities.
   void ObserveAttention(int64_t b, const BlockWeights& w, BlockObserver* observer);
   // hidden <- the block's output on w, batch by batch; forgets every kept stage.
   void Advance(const BlockWeights& w);

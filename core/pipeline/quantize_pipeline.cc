@@ -66,6 +66,7 @@ class SlotStatistics final : public BlockObserver {
     hessian_.Add(x);
     seconds_ += Since(t);
   }
+  bool ReadsProbabilities() const override { return false; }
   HessianAccumulator& hessian() { return hessian_; }
   double seconds() const { return seconds_; }
 
@@ -84,6 +85,12 @@ class ObserverList final : public BlockObserver {
   }
   void OnAttention(const AttentionInternals& in) override {
     for (BlockObserver* o : observers_) o->OnAttention(in);
+  }
+  bool ReadsProbabilities() const override {
+    for (const BlockObserver* o : observers_) {
+      if (o->ReadsProbabilities()) return true;
+    }
+    return false;
   }
 
  private:

@@ -28,6 +28,8 @@ class AttentionStatistics final : public BlockObserver {
   AttentionStatistics(const ModelConfig& config, int64_t seq_len, QkHessian kind = QkHessian::kMoment,
                       c10::Device device = c10::kCPU);
   void OnAttention(const AttentionInternals& internals) override;
+  // Only the softmax-weighted kind reads the probabilities.
+  bool ReadsProbabilities() const override { return kind_ == QkHessian::kSoftmax; }
 
   // H_out per query head ([heads] of [head_dim, head_dim], float64), from the keys.
   std::vector<at::Tensor> QueryOutputHessians() const;

@@ -19,7 +19,11 @@ class ExactSum {
   // An all-zero sum of `shape` on `device`.
   ExactSum(at::IntArrayRef shape, at::Device device);
   // Adds a float32 or float64 tensor of the sum's shape. Non-finite entries make the value NaN.
+  // On the CPU one fused pass over the term; elsewhere AddWithTensorOps.
   void Add(const at::Tensor& term);
+  // The device-generic path: the same limbs from tensor ops (about ten passes and temporaries of
+  // the term's size); exactsum_test checks that the CPU pass gives the same bits.
+  void AddWithTensorOps(const at::Tensor& term);
   void Merge(const ExactSum& other);
   // The sum as float64 (NaN everywhere once a non-finite term was added).
   at::Tensor Value() const;

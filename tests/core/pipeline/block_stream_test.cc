@@ -52,15 +52,22 @@ void ReplaceSlot(BlockWeights& w, LinearSlot slot) {
 
 class Capture final : public BlockObserver {
  public:
-  explicit Capture(LinearSlot slot) : slot_(slot) {}
+  explicit Capture(LinearSlot slot, bool reads_probabilities = true)
+      : slot_(slot), reads_probabilities_(reads_probabilities) {}
   void OnLinearInput(LinearSlot slot, const at::Tensor& x) override {
     if (slot == slot_) x_ = x.clone();
   }
-  void OnAttention(const AttentionInternals& in) override { queries_ = in.queries.clone(); }
-  at::Tensor x_, queries_;
+  void OnAttention(const AttentionInternals& in) override {
+    queries_ = in.queries.clone();
+    keys_ = in.keys.clone();
+    probs_ = in.probs.defined() ? in.probs.clone() : at::Tensor();
+  }
+  bool ReadsProbabilities() const override { return reads_probabilities_; }
+  at::Tensor x_, queries_, keys_, probs_;
 
  private:
   LinearSlot slot_;
+  bool reads_probabilities_;
 };
 
 constexpr LinearSlot kSlots[] = {LinearSlot::kAttnIn, LinearSlot::kAttnOut, LinearSlot::kMlpIn,
@@ -91,6 +98,13 @@ int64_t WalkAndCheck(int64_t budget_bytes, bool observe_attention) {
         stream.ObserveAttention(b, w, &seen);
         BlockForward(rows, w, c, rope, &restart, LinearSlot::kAttnOut);
         EXPECT_TRUE(seen.queries_.defined() && at::equal(seen.queries_, restart.queries_));
+        EXPECT_TRUE(at::equal(seen.keys_, restart.keys_) && at::equal(seen.probs_, restart.probs_));
+        // Queries and keys alone (no softmax): the same bits, and no probabilities.
+        Capture qk_only(slot, /*reads_probabilities=*/false);
+        stream.ObserveAttention(b, w, &qk_only);
+        EXPECT_TRUE(at::equal(qk_only.queries_, restart.queries_));
+        EXPECT_TRUE(at::equal(qk_only.keys_, restart.keys_));
+        EXPECT_FALSE(qk_only.probs_.defined());
       }
     }
     ReplaceSlot(w, slot);

@@ -50,5 +50,38 @@ TEST(ExactSumTest, LargeAndNegativeValuesAndNonFiniteTerms) {
   EXPECT_TRUE(at::isnan(s.Value()).all().item<bool>());
 }
 
+// The CPU's fused pass against the tensor ops it replaces, limb for limb: float32 and float64 terms
+// over many magnitudes (down to below the grid, up to where the high limb nears int64's range),
+// exact halves of the grid (the low limb's rounding), both signs, zeros and non-finite entries.
+TEST(ExactSumTest, FusedCpuPassEqualsTensorOps) {
+  at::manual_seed(11);
+  const int64_t n = 70000;  // several parallel chunks
+  at::Tensor exponent = at::randint(-50, 40, {n}, at::kDouble);
+  at::Tensor magnitudes = at::randn({n}, at::kDouble) * at::pow(2.0, exponent);
+  at::Tensor halves = (at::randint(-1000, 1000, {n}, at::kDouble) + 0.5) * std::ldexp(1.0, -40);
+  at::Tensor specials = at::tensor({0.0, -0.0, std::nan(""), INFINITY, -INFINITY, 1e15, -1e15,
+                                    std::ldexp(1.0, -41), -std::ldexp(1.0, -41), std::ldexp(3.0, -41)},
+                                   at::kDouble);
+  for (at::ScalarType type : {at::kDouble, at::kFloat}) {
+    for (const at::Tensor& term : {magnitudes, halves, specials}) {
+      at::Tensor t = term.to(type);
+      ExactSum fused(t.sizes(), at::kCPU), ops(t.sizes(), at::kCPU);
+      for (int rep = 0; rep < 3; ++rep) {
+        fused.Add(t);
+        ops.AddWithTensorOps(t);
+      }
+      EXPECT_TRUE(at::equal(fused.high(), ops.high())) << type;
+      EXPECT_TRUE(at::equal(fused.low(), ops.low())) << type;
+      EXPECT_EQ(fused.NonFiniteCount(), ops.NonFiniteCount());
+    }
+  }
+  // A strided (transposed) term reads its elements in the sum's order.
+  at::Tensor m = at::randn({37, 53}, at::kFloat);
+  ExactSum fused({53, 37}, at::kCPU), ops({53, 37}, at::kCPU);
+  fused.Add(m.t());
+  ops.AddWithTensorOps(m.t());
+  EXPECT_TRUE(at::equal(fused.high(), ops.high()) && at::equal(fused.low(), ops.low()));
+}
+
 }  // namespace
 }  // namespace ptq
