@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 method=${2:-gptq}
-export OMP_WAIT_POLICY=PASSIVE
+export OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4
 echo "cores: $(nproc); method $method W4 g64, 128 x 256 calibration tokens, demo model"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "common/malloc_reuse.h"
-#include "common/passive_openmp.h"
+#include "common/passive_waiting.h"
 #include "client/cli_error.h"
 #include "client/quantize_flags.h"
 #if defined(PTQ_WITH_SERVICE)
@@ -173,7 +173,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ptq::PreferPassiveOpenMpWaiting(argv);
+  ptq::PreferPassiveThreadWaiting(argv);
   ptq::KeepFreedMemoryForReuse();
   CLI::App app{"PTQ Service: post-training weight quantization of large language models"};
   app.require_subcommand(1);

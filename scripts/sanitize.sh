@@ -13,4 +13,4 @@ targets=$(cd build-asan && ctest -N -R "$regex" | sed -n 's/^ *Test *#[0-9]*: \(
 ninja -C build-asan $targets
 # libtorch's own leaks at exit are not ours; UBSan and address errors still fail.
 cd build-asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  OMP_WAIT_POLICY=PASSIVE ctest -R "$regex" --output-on-failure
+  OMP_WAIT_POLICY=PASSIVE OPENBLAS_THREAD_TIMEOUT=4 ctest -R "$regex" --output-on-failure

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "common/malloc_reuse.h"
-#include "common/passive_openmp.h"
+#include "common/passive_waiting.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "server/coordinator.h"
@@ -27,7 +27,7 @@ void OnStopSignal(int signal) {
 }
 
 int main(int argc, char** argv) {
-  ptq::PreferPassiveOpenMpWaiting(argv);
+  ptq::PreferPassiveThreadWaiting(argv);
   ptq::KeepFreedMemoryForReuse();
   // SIGTERM and SIGINT: the handler only writes a byte to a pipe (async-signal-safe), and a thread
   // reading it shuts down. Not sigwait with blocked signals: threads that libraries start before

@@ -16,7 +16,7 @@
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "common/malloc_reuse.h"
-#include "common/passive_openmp.h"
+#include "common/passive_waiting.h"
 #include "common/version.h"
 #include "worker/worker_agent.h"
 
@@ -29,7 +29,7 @@ void OnStopSignal(int) { g_stop.store(true); }
 }  // namespace
 
 int main(int argc, char** argv) {
-  ptq::PreferPassiveOpenMpWaiting(argv);
+  ptq::PreferPassiveThreadWaiting(argv);
   ptq::KeepFreedMemoryForReuse();
   CLI::App app{"PTQ Service worker: quantizes the share of jobs a coordinator assigns it"};
   ptq::worker::WorkerAgentOptions options;
