@@ -43,18 +43,40 @@ at::Tensor DivideBy(const at::Tensor& x, float v) { return x / at::full({}, v, x
 #else
 #define PTQ_NO_FP_CONTRACT
 #endif
-// h (clamp(r, lo, hi) s - w)^2, the float steps of the tensor search. std::min(std::max(r, lo), hi)
-// keeps a NaN r, as ATen's clamp does.
-PTQ_NO_FP_CONTRACT inline double WeightedSquare(float r, float lo, float hi, float s, float w,
-                                                double h) {
-  const float d = std::min(std::max(r, lo), hi) * s - w;
-  const double dd = static_cast<double>(d);
-  return dd * dd * h;
-}
+// Steps of the search a row's sums run side by side, one per vector lane: independent chains hide
+// the latency of the float64 additions, and each lane still adds its terms in order k = 0, 1, ...
+// Every lane does exactly the scalar float steps, so the sums are the scalar sums. The float64
+// lanes are held as two 16-byte halves: one SSE register each on baseline x86-64, where a 32-byte
+// vector type would make GCC keep the sums in memory.
+constexpr int64_t kStepsAtOnce = sizeof(FloatLanes) / sizeof(float);
+static_assert(kStepsAtOnce == 4, "the float64 halves below hold two steps each");
+using Floats = FloatLanes;
+using FloatPair = float __attribute__((vector_size(8)));
+using DoublePair = double __attribute__((vector_size(16)));
 
-// Steps of the search a row's sums run side by side: independent chains hide the latency of the
-// float64 additions, each chain still adds its terms in order k = 0, 1, ...
-constexpr int64_t kStepsAtOnce = 4;
+// Sums of two steps' (lanes 0-1 or 2-3) terms.
+struct HalfSums {
+  DoublePair low, high;
+};
+
+// h (clamp(r, lo, hi) s - w)^2 lane by lane, the float steps of the tensor search; the clamp as
+// std::min(std::max(r, lo), hi), which keeps a NaN r as ATen's clamp does. `first`: the sums start
+// with these terms (cumsum's first element is the term itself), else they are added.
+PTQ_NO_FP_CONTRACT inline void AddWeightedSquares(Floats r, Floats lo, Floats hi, Floats s, float w,
+                                                  double h, bool first, HalfSums& sums) {
+  const Floats above = r < lo ? lo : r;
+  const Floats clamped = hi < above ? hi : above;
+  const Floats d = clamped * s - w;
+  const DoublePair d_low = __builtin_convertvector(__builtin_shufflevector(d, d, 0, 1), DoublePair);
+  const DoublePair d_high = __builtin_convertvector(__builtin_shufflevector(d, d, 2, 3), DoublePair);
+  const DoublePair t_low = d_low * d_low * h, t_high = d_high * d_high * h;
+  if (first) {
+    sums = HalfSums{t_low, t_high};
+  } else {
+    sums.low += t_low;
+    sums.high += t_high;
+  }
+}
 
 // Rows [b0, b1) of WeightedErrorsCpu: a function of its own, as an attribute of the caller would not
 // reach a lambda's body. kZeros: zero candidates per step (1 or 2).
@@ -66,46 +88,41 @@ PTQ_NO_FP_CONTRACT void WeightedErrorsRows(const float* w, const double* weight,
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-  std::vector<float> rounded(static_cast<size_t>(kStepsAtOnce * n));
+  std::vector<Floats> rounded(static_cast<size_t>(n));
   for (int64_t b = b0; b < b1; ++b) {
     const float* wb = w + b * n;
     const double* hb = weight + b * n;
     for (int64_t c0 = 0; c0 < count; c0 += kStepsAtOnce) {
       const int64_t steps = std::min(kStepsAtOnce, count - c0);
-      float s[kStepsAtOnce], low[kStepsAtOnce][kZeros], high[kStepsAtOnce][kZeros];
+      Floats s, low[kZeros], high[kZeros];
+#pragma GCC unroll 4
       for (int64_t t = 0; t < kStepsAtOnce; ++t) {
         // A missing step repeats the last one; its sums are not stored.
         const int64_t c = c0 + std::min(t, steps - 1);
         s[t] = scale[c * batch + b];
+#pragma GCC unroll 2
         for (int64_t j = 0; j < kZeros; ++j) {
           const float z = zero[(c * kZeros + j) * batch + b];
-          low[t][j] = -z;
-          high[t][j] = maxq - z;
+          low[j][t] = -z;
+          high[j][t] = maxq - z;
         }
-        float* r = rounded.data() + t * n;
-        for (int64_t k = 0; k < n; ++k) r[k] = RoundHalfEven(wb[k] / s[t]);
       }
-      double sum[kStepsAtOnce][kZeros];
-#pragma GCC unroll 8
-      for (int64_t t = 0; t < kStepsAtOnce; ++t) {
+      for (int64_t k = 0; k < n; ++k) rounded[k] = RoundHalfEven(wb[k] / s);
+      // The loops over j unrolled, so the sums stay in registers.
+      HalfSums sums[kZeros];
 #pragma GCC unroll 2
-        for (int64_t j = 0; j < kZeros; ++j) {  // cumsum's first element is the term itself
-          sum[t][j] = WeightedSquare(rounded[t * n], low[t][j], high[t][j], s[t], wb[0], hb[0]);
-        }
+      for (int64_t j = 0; j < kZeros; ++j) {
+        AddWeightedSquares(rounded[0], low[j], high[j], s, wb[0], hb[0], /*first=*/true, sums[j]);
       }
       for (int64_t k = 1; k < n; ++k) {
-#pragma GCC unroll 8
-        for (int64_t t = 0; t < kStepsAtOnce; ++t) {
 #pragma GCC unroll 2
-          for (int64_t j = 0; j < kZeros; ++j) {
-            sum[t][j] +=
-                WeightedSquare(rounded[t * n + k], low[t][j], high[t][j], s[t], wb[k], hb[k]);
-          }
+        for (int64_t j = 0; j < kZeros; ++j) {
+          AddWeightedSquares(rounded[k], low[j], high[j], s, wb[k], hb[k], /*first=*/false, sums[j]);
         }
       }
       for (int64_t t = 0; t < steps; ++t) {
         for (int64_t j = 0; j < kZeros; ++j) {
-          errors[((c0 + t) * kZeros + j) * batch + b] = sum[t][j];
+          errors[((c0 + t) * kZeros + j) * batch + b] = t < 2 ? sums[j].low[t] : sums[j].high[t - 2];
         }
       }
     }

@@ -1,5 +1,6 @@
-// RoundHalfEven against std::nearbyint (the default rounding mode: half to even) on every half and
-// quarter step up to 2^24, around 2^22..2^24 bit by bit, and on random bit patterns.
+// RoundHalfEven (four lanes) against std::nearbyint (the default rounding mode: half to even) on every
+// half and quarter step up to 2^24, around 2^22..2^24 bit by bit, and on random bit patterns; each
+// value in every lane, beside other values.
 #include <gtest/gtest.h>
 
 #include <cfenv>
@@ -14,11 +15,19 @@
 namespace ptq {
 namespace {
 
-// Equal values (any zero sign), or both NaN.
+// Equal values (any zero sign), or both NaN, with x in each lane in turn beside three others.
 bool SameRounding(float x) {
-  const float ours = RoundHalfEven(x), ref = std::nearbyint(x);
-  if (std::isnan(ref)) return std::isnan(ours);
-  return ours == ref;
+  const float others[3] = {-x, x * 0.5f + 0.25f, 2.5f};
+  for (int lane = 0; lane < 4; ++lane) {
+    FloatLanes v;
+    for (int i = 0, o = 0; i < 4; ++i) v[i] = i == lane ? x : others[o++];
+    const FloatLanes ours = RoundHalfEven(v);
+    for (int i = 0; i < 4; ++i) {
+      const float ref = std::nearbyint(v[i]);
+      if (std::isnan(ref) ? !std::isnan(ours[i]) : ours[i] != ref) return false;
+    }
+  }
+  return true;
 }
 
 TEST(RoundHalfEvenTest, MatchesNearbyintOnTiesAndSteps) {
