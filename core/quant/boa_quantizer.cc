@@ -10,8 +10,6 @@
 namespace ptq {
 namespace {
 
-// Row blocks at least this tall run all heads in one GPTQ call (BoaQuantizeHeads).
-constexpr int64_t kMinRowsSideBySide = 16;
 
 }  // namespace
 
@@ -69,12 +67,13 @@ absl::StatusOr<QuantizedLinear> BoaQuantizeHeads(const at::Tensor& weight,
       zeros = at::gather(zeros, 1, by_row);
     }
   }
-  // Row block by row block, the same block of every head in one GPTQ call (rows are independent
-  // in GPTQ; they share H_in's factor): [heads * n, in], head by head. Below kMinRowsSideBySide
-  // rows a block, heads go one by one: ATen/BLAS take products of so few rows down other paths
-  // whose sums differ in the last bits, and a worker holding some of the heads must get the bits
-  // the whole layer gets (from 16 rows on they are the same, checked by the workers tests).
-  const int64_t together = o.joint_rows >= kMinRowsSideBySide ? heads : 1;
+  // Row block by row block, head by head. Rows are independent in GPTQ, so the heads could go side
+  // by side in one call ([heads * n, in]), but a worker holding some of the heads must get the bits
+  // the whole layer gets, and they were not the same: on the small benchmark model a 2-worker
+  // TurboBoA job wrote another k_proj than a 1-worker job with its 4 heads side by side (2 heads
+  // side by side gave the 1-head bits; the mechanism, most likely in the BLAS products of the
+  // batch, was not found). One head per call keeps each call's shapes independent of the split.
+  const int64_t together = 1;
   std::vector<QuantizedLinear> blocks;
   std::vector<int64_t> source(static_cast<size_t>(heads * hd));  // row of the stacked blocks
   int64_t stacked = 0;

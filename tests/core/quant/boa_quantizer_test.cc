@@ -1,6 +1,7 @@
 // BoA / TurboBoA and the group-scale refinement on small random problems, against GPTQ, an
 // independent row-by-row BoA written with explicit inverses, and brute-force Kronecker losses.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -171,15 +172,22 @@ TEST(BoaQuantizerTest, ActOrderRowsEqualsQuantizingTheHandPermutedHead) {
 // Heads side by side in one GPTQ call per row block (16 joint rows and more) give each head the
 // bits it gets quantized alone, as a worker holding only that head quantizes it: the "any worker
 // count, same checkpoint" contract. With act-order rows, fixed grids, and a short last block.
+// A worker holding some of the heads must get the bits the whole layer gets. The small benchmark
+// model's k_proj shape (4 heads of 64 rows, 512 inputs): 4 heads side by side in one GPTQ call
+// ([64, 512] row blocks) gave other bits than 2 heads or 1, so a 2-worker job wrote another
+// checkpoint than a 1-worker job; in = 64 had not shown it.
 TEST(BoaQuantizerTest, HeadsSideBySideEqualEachHeadAlone) {
+  at::set_num_threads(2);  // as ptq runs: ATen may then run a batch's products on several threads
   at::manual_seed(21);
-  const int64_t heads = 4, hd = 40, in = 64;
+  const int64_t heads = 4, hd = 64, in = 512;
   at::Tensor w = at::randn({heads * hd, in});
   at::Tensor h_in = RandomSpd(in, 22);
   std::vector<at::Tensor> h_out;
   for (int64_t h = 0; h < heads; ++h) h_out.push_back(RandomSpd(hd, 23 + h, 2.0));
   for (bool act_order_rows : {false, true}) {
-    BoaOptions o = Options(3, 16, 16);  // rows 0-15, 16-31, 32-39 of each head
+    BoaOptions o = Options(2, 128, 16);  // row blocks of 16, groups of 128, the default search
+    o.gptq.grid.mse = true;
+    o.gptq.grid.hessian_search = true;
     o.act_order_rows = act_order_rows;
     auto all = BoaQuantize(w, h_in, h_out, o, "all");
     ASSERT_TRUE(all.ok()) << all.status();
@@ -201,6 +209,19 @@ TEST(BoaQuantizerTest, HeadsSideBySideEqualEachHeadAlone) {
       ASSERT_TRUE(alone_fixed.ok()) << alone_fixed.status();
       EXPECT_TRUE(at::equal(all_fixed->weight.narrow(0, h * hd, hd), alone_fixed->weight)) << label;
       EXPECT_TRUE(at::equal(all_fixed->codes.narrow(0, h * hd, hd), alone_fixed->codes)) << label;
+    }
+    // The Kronecker scale refinement that follows (layer_shard.cc): all heads at once or alone.
+    QuantizedLinear refined = *all;
+    RefineGroupScalesKronecker(refined, w, h_in, h_out, 2);
+    for (int64_t h = 0; h < heads; ++h) {
+      QuantizedLinear head = *all;
+      head.weight = all->weight.narrow(0, h * hd, hd).clone();
+      head.codes = all->codes.narrow(0, h * hd, hd).clone();
+      head.scales = all->scales.narrow(0, h * hd, hd).clone();
+      head.zeros = all->zeros.narrow(0, h * hd, hd).clone();
+      RefineGroupScalesKronecker(head, w.narrow(0, h * hd, hd), h_in, {h_out[h]}, 2);
+      EXPECT_TRUE(at::equal(refined.scales.narrow(0, h * hd, hd), head.scales)) << "refined head " << h;
+      EXPECT_TRUE(at::equal(refined.weight.narrow(0, h * hd, hd), head.weight)) << "refined head " << h;
     }
   }
 }
