@@ -172,10 +172,11 @@ TEST(BoaQuantizerTest, ActOrderRowsEqualsQuantizingTheHandPermutedHead) {
 // Heads side by side in one GPTQ call per row block (16 joint rows and more) give each head the
 // bits it gets quantized alone, as a worker holding only that head quantizes it: the "any worker
 // count, same checkpoint" contract. With act-order rows, fixed grids, and a short last block.
-// A worker holding some of the heads must get the bits the whole layer gets. The small benchmark
-// model's k_proj shape (4 heads of 64 rows, 512 inputs): 4 heads side by side in one GPTQ call
-// ([64, 512] row blocks) gave other bits than 2 heads or 1, so a 2-worker job wrote another
-// checkpoint than a 1-worker job; in = 64 had not shown it.
+// A worker holding some of the heads must get the bits the whole layer gets. The shape of the small
+// benchmark model's k_proj (4 heads of 64 rows, 512 inputs), with the default search and the
+// Kronecker refinement, at 2 threads. (With the heads side by side in one GPTQ call, a 2-worker
+// TurboBoA job on that model wrote another k_proj than a 1-worker job; these random problems did not
+// show it, so BoaQuantizeHeads now takes one head per call.)
 TEST(BoaQuantizerTest, HeadsSideBySideEqualEachHeadAlone) {
   at::set_num_threads(2);  // as ptq runs: ATen may then run a batch's products on several threads
   at::manual_seed(21);
