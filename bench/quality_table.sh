@@ -154,7 +154,7 @@ for m in $models; do
   case $m in
     small) model=$small; data=$small_data; partial=() ;;
     # Only the demo model needs it (MLP width 704); elsewhere it would also make --format auto
-    # pick GPTQ, whose zero >= 1 costs the bare defaults' W2 0.025 perplexity (docs/results.md).
+    # pick GPTQ and its zero >= 1, which is not what the bare defaults write.
     demo) model=models/demo/tiny-llama-bytes; data=models/demo/data; partial=(--partial-groups) ;;
     *) echo "unknown model $m" >&2; exit 2 ;;
   esac
