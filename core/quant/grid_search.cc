@@ -50,8 +50,6 @@ at::Tensor DivideBy(const at::Tensor& x, float v) { return x / at::full({}, v, x
 // vector type would make GCC keep the sums in memory.
 constexpr int64_t kStepsAtOnce = sizeof(FloatLanes) / sizeof(float);
 static_assert(kStepsAtOnce == 4, "the float64 halves below hold two steps each");
-using Floats = FloatLanes;
-using FloatPair = float __attribute__((vector_size(8)));
 using DoublePair = double __attribute__((vector_size(16)));
 
 // Sums of two steps' (lanes 0-1 or 2-3) terms.
@@ -62,13 +60,16 @@ struct HalfSums {
 // h (clamp(r, lo, hi) s - w)^2 lane by lane, the float steps of the tensor search; the clamp as
 // std::min(std::max(r, lo), hi), which keeps a NaN r as ATen's clamp does. `first`: the sums start
 // with these terms (cumsum's first element is the term itself), else they are added.
-PTQ_NO_FP_CONTRACT inline void AddWeightedSquares(Floats r, Floats lo, Floats hi, Floats s, float w,
-                                                  double h, bool first, HalfSums& sums) {
-  const Floats above = r < lo ? lo : r;
-  const Floats clamped = hi < above ? hi : above;
-  const Floats d = clamped * s - w;
-  const DoublePair d_low = __builtin_convertvector(__builtin_shufflevector(d, d, 0, 1), DoublePair);
-  const DoublePair d_high = __builtin_convertvector(__builtin_shufflevector(d, d, 2, 3), DoublePair);
+PTQ_NO_FP_CONTRACT inline void AddWeightedSquares(FloatLanes r, FloatLanes lo, FloatLanes hi,
+                                                  FloatLanes s, float w, double h, bool first,
+                                                  HalfSums& sums) {
+  const FloatLanes above = r < lo ? lo : r;
+  const FloatLanes clamped = hi < above ? hi : above;
+  const FloatLanes d = clamped * s - w;
+  const DoublePair d_low =
+      __builtin_convertvector(__builtin_shufflevector(d, d, 0, 1), DoublePair);
+  const DoublePair d_high =
+      __builtin_convertvector(__builtin_shufflevector(d, d, 2, 3), DoublePair);
   const DoublePair t_low = d_low * d_low * h, t_high = d_high * d_high * h;
   if (first) {
     sums = HalfSums{t_low, t_high};
@@ -88,13 +89,13 @@ PTQ_NO_FP_CONTRACT void WeightedErrorsRows(const float* w, const double* weight,
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
-  std::vector<Floats> rounded(static_cast<size_t>(n));
+  std::vector<FloatLanes> rounded(static_cast<size_t>(n));
   for (int64_t b = b0; b < b1; ++b) {
     const float* wb = w + b * n;
     const double* hb = weight + b * n;
     for (int64_t c0 = 0; c0 < count; c0 += kStepsAtOnce) {
       const int64_t steps = std::min(kStepsAtOnce, count - c0);
-      Floats s, low[kZeros], high[kZeros];
+      FloatLanes s, low[kZeros], high[kZeros];
 #pragma GCC unroll 4
       for (int64_t t = 0; t < kStepsAtOnce; ++t) {
         // A missing step repeats the last one; its sums are not stored.
@@ -117,12 +118,14 @@ PTQ_NO_FP_CONTRACT void WeightedErrorsRows(const float* w, const double* weight,
       for (int64_t k = 1; k < n; ++k) {
 #pragma GCC unroll 2
         for (int64_t j = 0; j < kZeros; ++j) {
-          AddWeightedSquares(rounded[k], low[j], high[j], s, wb[k], hb[k], /*first=*/false, sums[j]);
+          AddWeightedSquares(rounded[k], low[j], high[j], s, wb[k], hb[k], /*first=*/false,
+                             sums[j]);
         }
       }
       for (int64_t t = 0; t < steps; ++t) {
         for (int64_t j = 0; j < kZeros; ++j) {
-          errors[((c0 + t) * kZeros + j) * batch + b] = t < 2 ? sums[j].low[t] : sums[j].high[t - 2];
+          const double sum = t < 2 ? sums[j].low[t] : sums[j].high[t - 2];
+          errors[((c0 + t) * kZeros + j) * batch + b] = sum;
         }
       }
     }

@@ -175,9 +175,9 @@ TEST(BoaQuantizerTest, ActOrderRowsEqualsQuantizingTheHandPermutedHead) {
 // A worker holding some of the heads must get the bits the whole layer gets. The shape of the small
 // benchmark model's k_proj (4 heads of 64 rows, 512 inputs), with the default search and the
 // Kronecker refinement, at 2 threads. (With the heads side by side in one GPTQ call, a 2-worker
-// TurboBoA job on that model wrote another k_proj than a 1-worker job; these random problems did not
-// show it, so BoaQuantizeHeads now takes one head per call.)
-TEST(BoaQuantizerTest, HeadsSideBySideEqualEachHeadAlone) {
+// TurboBoA job on that model wrote another k_proj than a 1-worker job; these random problems did
+// not show it, so BoaQuantizeHeads now takes one head per call.)
+TEST(BoaQuantizerTest, EachHeadGetsTheBitsOfTheWholeLayer) {
   at::set_num_threads(2);  // as ptq runs: ATen may then run a batch's products on several threads
   at::manual_seed(21);
   const int64_t heads = 4, hd = 64, in = 512;
@@ -221,8 +221,8 @@ TEST(BoaQuantizerTest, HeadsSideBySideEqualEachHeadAlone) {
       head.scales = all->scales.narrow(0, h * hd, hd).clone();
       head.zeros = all->zeros.narrow(0, h * hd, hd).clone();
       RefineGroupScalesKronecker(head, w.narrow(0, h * hd, hd), h_in, {h_out[h]}, 2);
-      EXPECT_TRUE(at::equal(refined.scales.narrow(0, h * hd, hd), head.scales)) << "refined head " << h;
-      EXPECT_TRUE(at::equal(refined.weight.narrow(0, h * hd, hd), head.weight)) << "refined head " << h;
+      EXPECT_TRUE(at::equal(refined.scales.narrow(0, h * hd, hd), head.scales)) << "head " << h;
+      EXPECT_TRUE(at::equal(refined.weight.narrow(0, h * hd, hd), head.weight)) << "head " << h;
     }
   }
 }
