@@ -5,7 +5,8 @@ coordinator (embedded worker) is killed with SIGKILL mid-job and restarted on th
 1. A running job: watch and logs -f retry while the coordinator is down (a line on stderr for each
    retry, one when it answers again) and finish with exit code 0. The watch's events carry the
    sequence numbers 1, 2, 3, ... without a gap or a repeat across the restart, its layer events are
-   exactly the layer lines of the job's stored log (another record of the same progress), its states
+   exactly the layer lines of the job's stored log (another record of the same progress) from the
+   one it attached at, its states
    are RUNNING, QUEUED (re-queued by the restart), RUNNING, SUCCEEDED, and `logs -f` printed every
    line of the stored log once, in order.
 2. Messages that say what happens: the restart's log line says the job resumes from its last saved
@@ -170,9 +171,15 @@ try:
     stored_log = run_ptq("logs", job_id, "--json").stdout.splitlines()
     watched_layers = [(int(e["layer"].get("block", 0)), e["layer"]["layer"],
                        int(e["layer"]["layers_done"])) for e in events if "layer" in e]
-    if watched_layers != layer_lines(stored_log):
+    # The watch may attach after the job's first layers (its first event, the state then, stands
+    # for them): its layer events are the stored log's from some line on, every line after it, and
+    # the lines it did not see came before the kill.
+    stored_layers = layer_lines(stored_log)
+    skipped = len(stored_layers) - len(watched_layers)
+    if (skipped < 0 or watched_layers != stored_layers[skipped:] or
+            skipped > int(before["layers_done"])):
         errors.append(f"watch: layer events differ from the stored log's layer lines:\n"
-                      f"{watched_layers}\n{layer_lines(stored_log)}")
+                      f"{watched_layers}\n{stored_layers}")
     followed = read(logs_files[0]).splitlines()
     if [json.loads(l) for l in followed] != [json.loads(l) for l in stored_log]:
         errors.append(f"logs -f: {len(followed)} lines, the stored log {len(stored_log)}:\n"

@@ -389,8 +389,9 @@ TEST(NoHostSyncTest, BoaHeadLoopRunsOnTheMetaDevice) {
                          at::empty({in}, meta.dtype(at::kInt))};
   for (bool act_order_rows : {false, true}) {
     for (const FixedGrids* grids : {static_cast<const FixedGrids*>(nullptr), &fixed}) {
-      // 16 rows a block: both heads in one call (rows 0-15, 16-19); 3 rows: head by head.
-      for (auto [joint_rows, calls] : {std::pair<int64_t, int>{16, 2}, {3, 2 * 7}}) {
+      // Head by head, row block by row block: 16 rows a block gives rows 0-15 and 16-19 of each
+      // head, 3 rows seven blocks of each.
+      for (auto [joint_rows, calls] : {std::pair<int64_t, int>{16, 2 * 2}, {3, 2 * 7}}) {
         BoaOptions o;
         o.joint_rows = joint_rows;
         o.act_order_rows = act_order_rows;
