@@ -22,6 +22,7 @@
 #include "client/local_workers.h"
 #include "client/service_commands.h"
 #endif
+#include "common/blas_description.h"
 #include "common/logging.h"
 #include "common/metrics_server.h"
 #include "common/tokenizer.h"
@@ -137,6 +138,7 @@ int RunQuantize(const QuantizeOptions& o, bool json, int workers, char** argv) {
         {"peak_rss_mib", PeakRssMiB()},
         {"forward_cache_mib", static_cast<double>(r.forward_cache_bytes) / (1 << 20)},
         {"threads", at::get_num_threads()},
+        {"blas", ptq::LoadedBlasDescription()},
         {"layers", layers}});
     if (r.perplexity_fp >= 0) j["perplexity_fp"] = r.perplexity_fp;
     if (r.perplexity_quant >= 0) j["perplexity_quant"] = r.perplexity_quant;
