@@ -1,7 +1,6 @@
 #include "core/quant/grid_search.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +8,7 @@
 #include <vector>
 
 #include "core/quant/fp16_scale.h"
-#include "core/quant/round_half_even.h"
+#include "core/quant/weighted_errors_cpu.h"
 
 namespace ptq {
 namespace {
@@ -26,127 +25,6 @@ at::Tensor EmptyRange(const at::Tensor& lo, const at::Tensor& hi) {
 // x / v, a true division on every device: CUDA runs a division by a host scalar as a
 // multiplication by its reciprocal, which can differ from the quotient in the last bit.
 at::Tensor DivideBy(const at::Tensor& x, float v) { return x / at::full({}, v, x.options()); }
-
-// The weighted search's errors on the CPU in one pass, the same float operations in the same order
-// as the tensor ops of FitGrids (so the same bits): for row b, step c and zero candidate j,
-//   errors[c * zeros + j][b] = sum_k double(d_k)^2 * weight[b][k], summed k = 0, 1, ... in turn,
-//   d_k = clamp(round(w[b][k] / s), -z, maxq - z) * s - w[b][k]  (float32; s = scale[c][b],
-//   z = zero[c][j][b]).
-// The tensor ops write each candidate's [rows, n] terms and running sums to memory and read them
-// back, about fifteen passes per candidate; here they stay in registers, and round(w / s) is shared
-// by the two zero candidates. Rows are split over threads, each row's sum keeps its order.
-// No contraction of a product and a sum into one fused multiply-add: the tensor ops round both.
-#if defined(__clang__)
-#define PTQ_NO_FP_CONTRACT
-#elif defined(__GNUC__)
-#define PTQ_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
-#else
-#define PTQ_NO_FP_CONTRACT
-#endif
-// Steps of the search a row's sums run side by side, one per vector lane: independent chains hide
-// the latency of the float64 additions, and each lane still adds its terms in order k = 0, 1, ...
-// Every lane does exactly the scalar float steps, so the sums are the scalar sums. The float64
-// lanes are held as two 16-byte halves: one SSE register each on baseline x86-64, where a 32-byte
-// vector type would make GCC keep the sums in memory.
-constexpr int64_t kStepsAtOnce = sizeof(FloatLanes) / sizeof(float);
-static_assert(kStepsAtOnce == 4, "the float64 halves below hold two steps each");
-using DoublePair = double __attribute__((vector_size(16)));
-
-// Sums of two steps' (lanes 0-1 or 2-3) terms.
-struct HalfSums {
-  DoublePair low, high;
-};
-
-// h (clamp(r, lo, hi) s - w)^2 lane by lane, the float steps of the tensor search; the clamp as
-// std::min(std::max(r, lo), hi), which keeps a NaN r as ATen's clamp does. `first`: the sums start
-// with these terms (cumsum's first element is the term itself), else they are added.
-PTQ_NO_FP_CONTRACT inline void AddWeightedSquares(FloatLanes r, FloatLanes lo, FloatLanes hi,
-                                                  FloatLanes s, float w, double h, bool first,
-                                                  HalfSums& sums) {
-  const FloatLanes above = r < lo ? lo : r;
-  const FloatLanes clamped = hi < above ? hi : above;
-  const FloatLanes d = clamped * s - w;
-  const DoublePair d_low =
-      __builtin_convertvector(__builtin_shufflevector(d, d, 0, 1), DoublePair);
-  const DoublePair d_high =
-      __builtin_convertvector(__builtin_shufflevector(d, d, 2, 3), DoublePair);
-  const DoublePair t_low = d_low * d_low * h, t_high = d_high * d_high * h;
-  if (first) {
-    sums = HalfSums{t_low, t_high};
-  } else {
-    sums.low += t_low;
-    sums.high += t_high;
-  }
-}
-
-// Rows [b0, b1) of WeightedErrorsCpu: a function of its own, as an attribute of the caller would not
-// reach a lambda's body. kZeros: zero candidates per step (1 or 2).
-template <int64_t kZeros>
-PTQ_NO_FP_CONTRACT void WeightedErrorsRows(const float* w, const double* weight, const float* scale,
-                                           const float* zero, int64_t count, int64_t batch,
-                                           int64_t n, float maxq, double* errors, int64_t b0,
-                                           int64_t b1) {
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#endif
-  std::vector<FloatLanes> rounded(static_cast<size_t>(n));
-  for (int64_t b = b0; b < b1; ++b) {
-    const float* wb = w + b * n;
-    const double* hb = weight + b * n;
-    for (int64_t c0 = 0; c0 < count; c0 += kStepsAtOnce) {
-      const int64_t steps = std::min(kStepsAtOnce, count - c0);
-      FloatLanes s, low[kZeros], high[kZeros];
-#pragma GCC unroll 4
-      for (int64_t t = 0; t < kStepsAtOnce; ++t) {
-        // A missing step repeats the last one; its sums are not stored.
-        const int64_t c = c0 + std::min(t, steps - 1);
-        s[t] = scale[c * batch + b];
-#pragma GCC unroll 2
-        for (int64_t j = 0; j < kZeros; ++j) {
-          const float z = zero[(c * kZeros + j) * batch + b];
-          low[j][t] = -z;
-          high[j][t] = maxq - z;
-        }
-      }
-      for (int64_t k = 0; k < n; ++k) rounded[k] = RoundHalfEven(wb[k] / s);
-      // The loops over j unrolled, so the sums stay in registers.
-      HalfSums sums[kZeros];
-#pragma GCC unroll 2
-      for (int64_t j = 0; j < kZeros; ++j) {
-        AddWeightedSquares(rounded[0], low[j], high[j], s, wb[0], hb[0], /*first=*/true, sums[j]);
-      }
-      for (int64_t k = 1; k < n; ++k) {
-#pragma GCC unroll 2
-        for (int64_t j = 0; j < kZeros; ++j) {
-          AddWeightedSquares(rounded[k], low[j], high[j], s, wb[k], hb[k], /*first=*/false,
-                             sums[j]);
-        }
-      }
-      for (int64_t t = 0; t < steps; ++t) {
-        for (int64_t j = 0; j < kZeros; ++j) {
-          const double sum = t < 2 ? sums[j].low[t] : sums[j].high[t - 2];
-          errors[((c0 + t) * kZeros + j) * batch + b] = sum;
-        }
-      }
-    }
-  }
-}
-
-void WeightedErrorsCpu(const float* w, const double* weight, const float* scale, const float* zero,
-                       int64_t count, int64_t zeros, int64_t batch, int64_t n, float maxq,
-                       double* errors) {
-  at::parallel_for(0, batch, std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)),
-                   [&](int64_t b0, int64_t b1) {
-                     if (zeros == 2) {
-                       WeightedErrorsRows<2>(w, weight, scale, zero, count, batch, n, maxq, errors,
-                                             b0, b1);
-                     } else {
-                       TORCH_CHECK(zeros == 1, "WeightedErrorsCpu: ", zeros, " zero candidates");
-                       WeightedErrorsRows<1>(w, weight, scale, zero, count, batch, n, maxq, errors,
-                                             b0, b1);
-                     }
-                   });
-}
 
 }  // namespace
 
