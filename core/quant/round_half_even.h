@@ -1,6 +1,7 @@
-// std::nearbyint under the default rounding mode (round half to even) on L floats at once, without a
-// library call, so a loop of it stays in vector registers (GCC/Clang vector extensions: any target;
-// four lanes are one SSE register on baseline x86-64, eight and sixteen need AVX2 and AVX-512 code).
+// std::nearbyint under the default rounding mode (round half to even) on L floats at once, without
+// a library call, so a loop of it stays in vector registers (GCC/Clang vector extensions: any
+// target; four lanes are one SSE register on baseline x86-64, eight and sixteen need AVX2 and
+// AVX-512 code).
 #pragma once
 
 #include <cstdint>

@@ -11,7 +11,8 @@
 #include "core/quant/round_half_even.h"
 
 // Built with -ffp-contract=off (CMakeLists.txt): a product and a sum are never fused into one
-// multiply-add, which the AVX2/AVX-512 targets below could otherwise emit; the tensor ops round both.
+// multiply-add, which the AVX2/AVX-512 targets below could otherwise emit; the tensor ops round
+// both.
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
@@ -44,13 +45,21 @@ struct Lanes<16> {
 
 #define PTQ_ALWAYS_INLINE inline __attribute__((always_inline))
 
+// L floats from memory (no alignment needed).
+template <int L>
+PTQ_ALWAYS_INLINE typename Lanes<L>::Float LoadLanes(const float* p) {
+  typename Lanes<L>::Float v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
 template <int L>
 struct HalfSums {
   typename Lanes<L>::Double low, high;
 };
 
-// h (clamp(r, lo, hi) s - w)^2 lane by lane; the clamp as std::min(std::max(r, lo), hi), which keeps
-// a NaN r as ATen's clamp does. `first`: the sums start with these terms, else they are added.
+// h (clamp(r, lo, hi) s - w)^2 lane by lane; the clamp as std::min(std::max(r, lo), hi), which
+// keeps a NaN r as ATen's clamp does. `first`: the sums start with these terms, else they are added.
 template <int L>
 PTQ_ALWAYS_INLINE void AddWeightedSquares(typename Lanes<L>::Float r, typename Lanes<L>::Float lo,
                                           typename Lanes<L>::Float hi, typename Lanes<L>::Float s,
@@ -84,11 +93,6 @@ PTQ_ALWAYS_INLINE void RowsBody(const float* w, const double* weight, const floa
   // Plain floats, read and written a vector at a time: a std::vector of over-aligned vector
   // elements, instantiated outside this target, crashed.
   std::vector<float> rounded(static_cast<size_t>(n * L));
-  const auto at = [&](int64_t k) {
-    F r;
-    std::memcpy(&r, rounded.data() + k * L, sizeof(F));
-    return r;
-  };
   for (int64_t b = b0; b < b1; ++b) {
     const float* wb = w + b * n;
     const double* hb = weight + b * n;
@@ -113,13 +117,14 @@ PTQ_ALWAYS_INLINE void RowsBody(const float* w, const double* weight, const floa
       HalfSums<L> sums[kZeros];
 #pragma GCC unroll 2
       for (int64_t j = 0; j < kZeros; ++j) {
-        AddWeightedSquares<L>(at(0), low[j], high[j], s, wb[0], hb[0], /*first=*/true, sums[j]);
+        AddWeightedSquares<L>(LoadLanes<L>(rounded.data()), low[j], high[j], s, wb[0], hb[0],
+                              /*first=*/true, sums[j]);
       }
       for (int64_t k = 1; k < n; ++k) {
 #pragma GCC unroll 2
         for (int64_t j = 0; j < kZeros; ++j) {
-          AddWeightedSquares<L>(at(k), low[j], high[j], s, wb[k], hb[k], /*first=*/false,
-                                sums[j]);
+          AddWeightedSquares<L>(LoadLanes<L>(rounded.data() + k * L), low[j], high[j], s, wb[k],
+                                hb[k], /*first=*/false, sums[j]);
         }
       }
       for (int64_t t = 0; t < steps; ++t) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "core/quant/weighted_errors_cpu.h"
@@ -45,7 +46,8 @@ TEST(WeightedErrorsCpuTest, EveryLaneWidthGivesTheScalarSums) {
     if (lanes <= widest) widths.push_back(lanes);
   }
   if (widest < 16) {
-    std::printf("note: this CPU runs at most %d lanes; wider widths are not checked here\n", widest);
+    std::printf("note: this CPU runs at most %d lanes; wider widths are not checked here\n",
+                widest);
   }
   at::manual_seed(3);
   for (int64_t n : {int64_t{1}, int64_t{37}, int64_t{128}}) {
@@ -56,7 +58,8 @@ TEST(WeightedErrorsCpuTest, EveryLaneWidthGivesTheScalarSums) {
         const at::Tensor w = (at::randn({batch, n}) * at::rand({batch, 1}) * 3).contiguous();
         const at::Tensor h = (at::rand({batch, n}, at::kDouble) * 4 + 0.01).contiguous();
         const at::Tensor scale = (at::rand({count, batch}) * 0.8 + 0.05).contiguous();
-        const at::Tensor zero = at::randint(0, 4, {count, zeros, batch}).to(at::kFloat).contiguous();
+        const at::Tensor zero =
+            at::randint(0, 4, {count, zeros, batch}).to(at::kFloat).contiguous();
         const std::vector<double> want =
             ScalarErrors(w.data_ptr<float>(), h.data_ptr<double>(), scale.data_ptr<float>(),
                          zero.data_ptr<float>(), count, zeros, batch, n, maxq);
