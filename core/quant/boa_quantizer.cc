@@ -8,10 +8,6 @@
 #include "common/status_macros.h"
 
 namespace ptq {
-namespace {
-
-
-}  // namespace
 
 at::Tensor KroneckerLossOnDevice(const at::Tensor& weight, const at::Tensor& quantized,
                                  const at::Tensor& h_in, const std::vector<at::Tensor>& h_out) {
@@ -70,9 +66,10 @@ absl::StatusOr<QuantizedLinear> BoaQuantizeHeads(const at::Tensor& weight,
   // Row block by row block, head by head. Rows are independent in GPTQ, so the heads could go side
   // by side in one call ([heads * n, in]), but a worker holding some of the heads must get the bits
   // the whole layer gets, and they were not the same: on the small benchmark model a 2-worker
-  // TurboBoA job wrote another k_proj than a 1-worker job with its 4 heads side by side (2 heads
-  // side by side gave the 1-head bits; the mechanism, most likely in the BLAS products of the
-  // batch, was not found). One head per call keeps each call's shapes independent of the split.
+  // TurboBoA job wrote another k_proj than a 1-worker job with its 4 heads side by side. OpenBLAS's
+  // AVX2 ("Haswell") float32 GEMM gives different last bits for the same rows depending on how many
+  // rows share the call (docs/results.md, session 14). One head per call keeps each call's shapes
+  // independent of the split.
   const int64_t together = 1;
   std::vector<QuantizedLinear> blocks;
   std::vector<int64_t> source(static_cast<size_t>(heads * hd));  // row of the stacked blocks

@@ -169,14 +169,11 @@ TEST(BoaQuantizerTest, ActOrderRowsEqualsQuantizingTheHandPermutedHead) {
   EXPECT_FALSE(at::equal(unordered->codes, reordered->codes)) << "the order changed nothing";
 }
 
-// Heads side by side in one GPTQ call per row block (16 joint rows and more) give each head the
-// bits it gets quantized alone, as a worker holding only that head quantizes it: the "any worker
-// count, same checkpoint" contract. With act-order rows, fixed grids, and a short last block.
 // A worker holding some of the heads must get the bits the whole layer gets. The shape of the small
 // benchmark model's k_proj (4 heads of 64 rows, 512 inputs), with the default search and the
 // Kronecker refinement, at 2 threads. (With the heads side by side in one GPTQ call, a 2-worker
-// TurboBoA job on that model wrote another k_proj than a 1-worker job; these random problems did
-// not show it, so BoaQuantizeHeads now takes one head per call.)
+// TurboBoA job on that model wrote another k_proj than a 1-worker job: OpenBLAS's AVX2 float32
+// GEMM bits depend on the rows in the call, so BoaQuantizeHeads now takes one head per call.)
 TEST(BoaQuantizerTest, EachHeadGetsTheBitsOfTheWholeLayer) {
   at::set_num_threads(2);  // as ptq runs: ATen may then run a batch's products on several threads
   at::manual_seed(21);
