@@ -103,6 +103,15 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
   if (*method == Method::kRtn && o.residual_alpha > 0) {
     return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
   }
+  if (o.residual_every < 0 || o.residual_every > kMaxCalibrationTokens) {
+    return absl::InvalidArgumentError("--residual-every must be positive (0: the default)");
+  }
+  const bool residual_on =
+      o.residual_alpha > 0 || (o.residual_alpha < 0 && *method == Method::kTurboBoa);
+  if (o.residual_every > 0 && !residual_on) {
+    return absl::InvalidArgumentError(
+        "--residual-every needs the residual correction (turboboa, or --residual-alpha > 0)");
+  }
   if (!o.scale_init.empty() && o.scale_init != "minmax" && o.scale_init != "hessian" &&
       o.scale_init != "hessian-block") {
     return absl::InvalidArgumentError(absl::StrCat("unknown --scale-init \"", o.scale_init,
@@ -205,6 +214,7 @@ QuantizeOptions ResolveQuantizeOptions(const QuantizeOptions& options) {
   const bool attention_aware = method == Method::kBoa || method == Method::kTurboBoa;
   if (method == Method::kBoa) r.joint_rows = 1;
   if (r.residual_alpha < 0) r.residual_alpha = method == Method::kTurboBoa ? 0.25 : 0.0;
+  if (r.residual_every == 0 && r.residual_alpha > 0) r.residual_every = kDefaultResidualEvery;
   // Two-stage scales for every method with a Hessian (docs/results.md, "Defaults").
   if (r.refine_iters < 0) r.refine_iters = method == Method::kRtn ? 0 : kDefaultRefineIters;
   if (r.scale_init.empty()) r.scale_init = method == Method::kRtn ? "minmax" : "hessian";

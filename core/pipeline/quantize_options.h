@@ -60,6 +60,10 @@ struct QuantizeOptions {
   // Negative: the method's default (turboboa 0.25, otherwise 0 = off). Costs a second block forward
   // on the full-precision stream.
   double residual_alpha = -1;
+  // The residual correction's full-precision stream and cross term on every N-th calibration batch
+  // (of batch_windows windows) instead of all: the second stream's forward and statistics cost 1/N.
+  // 0: the default (kDefaultResidualEvery with the correction on).
+  int64_t residual_every = 0;
   // BoA / TurboBoA: W_v quantized per key/value head with the covariance of the attention-weighted
   // inputs (one hidden x hidden matrix per head); false: W_v uses the shared H_in. Off by default:
   // with two-stage scales the shared H_in measured better (W3: 2.9253 against 2.9356) and costs
@@ -154,6 +158,11 @@ void VisitQuantizeOptions(O& o, Visitor&& visit) {
                     "(default: 0.25 for turboboa, 0 otherwise)",
                     "residual_alpha", false, false, false},
         o.residual_alpha);
+  visit(OptionField{"residual_every", "--residual-every",
+                    "the residual correction's full-precision stream on every N-th calibration "
+                    "batch only (default 1: all)",
+                    "residual_every", false, false, false},
+        o.residual_every);
   visit(OptionField{"value_block", "--value-block",
                     "boa/turboboa: W_v with per-head attention-weighted Hessians (BoA's value block; "
                     "a hidden x hidden matrix per kv head) instead of the shared input Hessian, "
@@ -255,6 +264,7 @@ inline constexpr int kMaxRefineIters = 64;
 // Stage-2 sweeps of the two-stage scales when --refine-iters is unset: two measured as good as four
 // (docs/results.md) at half the cost.
 inline constexpr int kDefaultRefineIters = 2;
+inline constexpr int64_t kDefaultResidualEvery = 1;
 inline constexpr int kMaxRequantPasses = 8;
 
 // Checks options against the model: method, bits, group size dividing every layer's input size,

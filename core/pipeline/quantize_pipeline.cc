@@ -259,6 +259,7 @@ class QuantizeJob {
   std::optional<RopeTable> rope_;
   at::Tensor hidden_;     // this rank's calibration stream through the partly quantized model
   at::Tensor hidden_fp_;  // the full-precision stream X_f, only for the residual correction
+  std::vector<bool> fp_batch_;  // per batch of hidden_: whether hidden_fp_ holds it too
   // The two streams' way through the current block, stage by stage, and the memory they may keep.
   std::optional<StageCacheBudget> cache_budget_;
   std::unique_ptr<BlockStream> stream_, stream_fp_;
@@ -322,7 +323,10 @@ absl::Status QuantizeJob::StartStreams() {
                plan_.num_blocks, MethodName(plan_.method), o_.gptq.grid.bits, o_.gptq.group_size,
                o_.samples, o_.seq_len,
                plan_.residual_alpha > 0
-                   ? absl::StrFormat(", residual correction alpha %g", plan_.residual_alpha)
+                   ? absl::StrFormat(", residual correction alpha %g%s", plan_.residual_alpha,
+                                     plan_.residual_every > 1
+                                         ? absl::StrFormat(" on 1 batch in %d", plan_.residual_every)
+                                         : std::string())
                    : std::string());
   rope_.emplace(BuildRopeTable(plan_.config, o_.seq_len).To(plan_.device));
   auto t_embed = Clock::now();
@@ -335,7 +339,21 @@ absl::Status QuantizeJob::StartStreams() {
   PTQ_ASSIGN_OR_RETURN(hidden_, model_->Embed(calib_ids_.narrow(
                                     0, window0, std::max<int64_t>(0, window1 - window0))));
   report_.forward_seconds += Since(t_embed);
-  if (plan_.residual_alpha > 0) hidden_fp_ = hidden_.clone();
+  if (plan_.residual_alpha > 0) {
+    // The full-precision stream runs the batches whose index in the whole calibration set is a
+    // multiple of residual_every: whole batches, so any number of workers sums the same products.
+    std::vector<at::Tensor> parts;
+    for (int64_t b = static_cast<int64_t>(batch0); b < static_cast<int64_t>(batch1); ++b) {
+      const bool runs = b % plan_.residual_every == 0;
+      fp_batch_.push_back(runs);
+      const int64_t first = b * o_.batch_windows;
+      if (runs) {
+        parts.push_back(hidden_.narrow(0, first - window0,
+                                       std::min(o_.batch_windows, window1 - first)));
+      }
+    }
+    hidden_fp_ = parts.empty() ? hidden_.narrow(0, 0, 0).clone() : at::cat(parts, 0);
+  }
   cache_budget_.emplace(o_.forward_cache_mib * (int64_t{1} << 20));
   stream_ = std::make_unique<BlockStream>(&hidden_, plan_.config, *rope_, o_.batch_windows,
                                           &*cache_budget_);
@@ -418,12 +436,13 @@ double QuantizeJob::ForwardStatistics(const BlockWeights& w, const BlockWeights&
                                       BlockObserver* observer, LinearSlot slot,
                                       bool through_attention, CrossTermAccumulator* cross) {
   double cross_seconds = 0;
+  int64_t fp_b = 0;  // the full-precision stream's batch: the same windows as batch b
   for (int64_t b = 0; b < stream_->batches(); ++b) {
     const at::Tensor x = stream_->SlotInput(slot, b, w);
     observer->OnLinearInput(slot, x);
     if (through_attention) stream_->ObserveAttention(b, w, observer);
-    if (cross == nullptr) continue;
-    const at::Tensor x_fp = stream_fp_->SlotInput(slot, b, w_fp);
+    if (cross == nullptr || !fp_batch_[b]) continue;
+    const at::Tensor x_fp = stream_fp_->SlotInput(slot, fp_b++, w_fp);
     auto t = Clock::now();
     cross->Add(x_fp, x);
     cross_seconds += Since(t);
@@ -471,17 +490,22 @@ absl::Status QuantizeJob::QuantizeSlot(int64_t block, LinearSlot slot, BlockWeig
   PTQ_ASSIGN_OR_RETURN(SlotInputs in, CollectStatistics(slot, w, w_fp));
   // The slot's layers share their input Hessian, so its factorisation is computed once.
   std::shared_ptr<const GptqFactor> factor;
+  at::Tensor residual;  // alpha D (H + damp)^-1 of this slot, from the factor where it can be
   if (in.hessian.defined()) {
     auto t = Clock::now();
     std::string what;
     for (LinearKind kind : kAllLinears) {
       if (SlotOf(kind) == slot) absl::StrAppend(&what, what.empty() ? "" : ", ", LinearWeightName(block, kind));
     }
-    PTQ_ASSIGN_OR_RETURN(GptqFactor f, PrepareGptq(in.hessian, plan_.layer.gptq, what));
+    PTQ_ASSIGN_OR_RETURN(GptqFactor f, PrepareGptq(in.hessian, plan_.layer.gptq, what,
+                                                   /*keep_f64_factor=*/in.cross.has_value()));
+    if (in.cross && f.u_f64.defined()) {
+      residual = ResidualMatrixFromFactor(in.cross->Cross(), f.u_f64, plan_.residual_alpha);
+      f.u_f64 = at::Tensor();
+    }
     factor = std::make_shared<const GptqFactor>(std::move(f));
     report_.quantize_seconds += Since(t);
   }
-  at::Tensor residual;  // alpha D H^-1 of this slot, computed on first use
   for (LinearKind kind : kAllLinears) {
     if (SlotOf(kind) != slot) continue;
     const std::string name = LinearWeightName(block, kind);
@@ -497,7 +521,7 @@ absl::Status QuantizeJob::QuantizeSlot(int64_t block, LinearSlot slot, BlockWeig
     // value-block Hessians the input-side W' is an approximation (the exact target would need
     // both streams' attention probabilities).
     if (in.cross) {
-      if (!residual.defined()) {
+      if (!residual.defined()) {  // act-order: the factor is of the permuted H
         PTQ_ASSIGN_OR_RETURN(residual, ResidualMatrix(in.hessian, in.cross->Cross(),
                                                       plan_.residual_alpha, o_.gptq.damp, name));
       }

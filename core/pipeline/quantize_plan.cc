@@ -1,5 +1,7 @@
 #include "core/pipeline/quantize_plan.h"
 
+#include <algorithm>
+
 #include "common/status_macros.h"
 #include "core/model/block_weights.h"
 #include "core/pipeline/device.h"
@@ -21,6 +23,7 @@ absl::StatusOr<QuantizePlan> ResolvePlan(const QuantizeOptions& o, const ModelCo
   plan.value_block = resolved.value_block;
   if (plan.attention_aware) ParseQkHessian(o.qk_hessian, &plan.qk_hessian);  // validated
   plan.residual_alpha = resolved.residual_alpha;
+  plan.residual_every = std::max<int64_t>(1, resolved.residual_every);
 
   LayerSettings& layer = plan.layer;
   layer.gptq = o.gptq;

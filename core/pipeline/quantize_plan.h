@@ -27,6 +27,7 @@ struct QuantizePlan {
   bool value_block = false;
   QkHessian qk_hessian = QkHessian::kMoment;
   double residual_alpha = 0;  // 0: no residual correction, no full-precision stream
+  int64_t residual_every = 1;  // the full-precision stream runs calibration batches 0, N, 2N, ...
   LayerSettings layer;        // what every linear layer's quantizer gets
   // The checkpoint's options in its format (dir and config_json are filled when it is written).
   GptqCheckpointOptions gptq_checkpoint;

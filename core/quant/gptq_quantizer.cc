@@ -44,7 +44,7 @@ absl::StatusOr<at::Tensor> InverseCholeskyUpper(const at::Tensor& hessian, doubl
 }
 
 absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& opt,
-                                       const std::string& what) {
+                                       const std::string& what, bool keep_f64_factor) {
   if (hessian.dim() != 2 || hessian.size(0) != hessian.size(1)) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": the Hessian is not square"));
   }
@@ -67,6 +67,7 @@ absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOpti
   auto u = InverseCholeskyUpper(h, opt.damp, what);
   if (!u.ok()) return u.status();
   f.u = u->to(at::kFloat).contiguous();
+  if (keep_f64_factor && !opt.act_order) f.u_f64 = *u;
   return f;
 }
 

@@ -27,9 +27,12 @@ struct GptqFactor {
   // inputs with a tiny H_ii still count a little, as in the TurboBoA reference's search.
   at::Tensor diag;  // [in] float32: diag of the damped H, in permuted order
   at::Tensor h;     // [in, in] float32: the damped H, permuted; only for hessian_block
+  // [in, in] float64: U before its rounding to float32, only where PrepareGptq was asked to keep it
+  // and the columns are not permuted (the residual correction's (H + damp)^-1 is U^T U).
+  at::Tensor u_f64;
 };
 absl::StatusOr<GptqFactor> PrepareGptq(const at::Tensor& hessian, const GptqOptions& options,
-                                       const std::string& what);
+                                       const std::string& what, bool keep_f64_factor = false);
 // Grids decided before the column loop, e.g. the refined scales of an earlier pass over the same
 // rows (`--requant-passes`): used as they are, no grid is fitted. A column's grid is
 // [row, g_idx[column]], so act-order's permuted groups carry over too.

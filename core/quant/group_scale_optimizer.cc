@@ -37,31 +37,55 @@ at::Tensor RefineGroupScales(QuantizedLinear& q, const at::Tensor& target, const
   const at::TensorOptions f64 = target.options().dtype(at::kDouble);
   at::Tensor h = hessian.to(f64);
   const int64_t groups = q.scales.size(1);
+  const int64_t in = h.size(0);
   at::Tensor g_idx = q.g_idx.to(q.codes.device(), at::kLong);
   // v = codes - zero of each column's group, float64 [out, in].
   at::Tensor v = q.codes.to(at::kDouble) - q.zeros.to(at::kDouble).index_select(1, g_idx);
   at::Tensor scales = q.scales.to(at::kDouble).clone();
-  at::Tensor residual = target.to(at::kDouble) - scales.index_select(1, g_idx) * v;  // [out, in]
-  at::Tensor hr = at::matmul(residual, h);  // (H r) per row, H symmetric
+  // (H r) per row (H symmetric) for the residual r = target - s v; the steps keep it current.
+  at::Tensor hr =
+      at::matmul(target.to(at::kDouble) - scales.index_select(1, g_idx) * v, h);  // [out, in]
   const std::vector<at::Tensor> columns = GroupColumns(q);
+  // Groups in column order (no act-order; known on the CPU without a device read) are read through
+  // views instead of gathered copies, and group g is columns [g * size, g * size + |g|).
+  const int64_t size = columns[0].numel();
+  const bool in_order =
+      g_idx.is_cpu() && at::equal(g_idx, at::arange(in, g_idx.options()).div(size, "floor"));
+  auto group_cols = [&](const at::Tensor& t, int64_t dim, int64_t g) {
+    return in_order ? t.narrow(dim, g * size, columns[g].numel()) : t.index_select(dim, columns[g]);
+  };
+  // What the sweeps do not change: each group's v and the denominators v^T H_gg v.
+  std::vector<at::Tensor> v_g(groups), den(groups);
+  for (int64_t g = 0; g < groups; ++g) {
+    v_g[g] = group_cols(v, 1, g);                                              // [out, |g|]
+    den[g] = (at::matmul(v_g[g], group_cols(group_cols(h, 0, g), 1, g)) * v_g[g]).sum(1);
+  }
   for (int it = 0; it < iterations; ++it) {
+    const bool last_sweep = it + 1 == iterations;
     for (int64_t g = 0; g < groups; ++g) {  // all rows at once; groups in turn (coordinate descent)
-      const at::Tensor& cols = columns[g];
-      at::Tensor vg = v.index_select(1, cols);                                  // [out, |g|]
-      at::Tensor h_gg = h.index_select(0, cols).index_select(1, cols);
-      at::Tensor num = (vg * hr.index_select(1, cols)).sum(1);                  // v^T H r
-      at::Tensor den = (at::matmul(vg, h_gg) * vg).sum(1);                      // v^T H v
+      const at::Tensor& vg = v_g[g];
+      at::Tensor num = (vg * group_cols(hr, 1, g)).sum(1);                     // v^T H r
       at::Tensor old_s = scales.select(1, g);
-      at::Tensor new_s = at::where(den > 0, old_s + num / den.clamp_min(1e-300), old_s);
+      at::Tensor new_s =
+          at::where(den[g] > 0, old_s + num / den[g].clamp_min(1e-300), old_s);
       new_s = RoundScalesToFp16(new_s);
       at::Tensor d = new_s - old_s;
       // Exact loss change of the rounded step: -2 d v^T H r + d^2 v^T H v; keep only decreases.
-      at::Tensor change = -2 * d * num + d * d * den;
+      at::Tensor change = -2 * d * num + d * d * den[g];
       d = at::where(change < 0, d, at::zeros_like(d));
       scales.select(1, g).add_(d);
-      // r -= d v_g on the group's columns; H r -= d (v_g H[g, :]).
-      residual.index_add_(1, cols, -(d.unsqueeze(1) * vg));
-      hr.sub_(d.unsqueeze(1) * at::matmul(vg, h.index_select(0, cols)));
+      // H r -= d (v_g H[g, :]). In the last sweep only later groups read H r again: with groups of
+      // consecutive columns, update only the columns after this group.
+      const at::Tensor h_rows = group_cols(h, 0, g);                           // [|g|, in]
+      if (last_sweep && in_order) {
+        const int64_t rest = g * size + columns[g].numel();
+        if (rest < in) {
+          hr.narrow(1, rest, in - rest)
+              .sub_(d.unsqueeze(1) * at::matmul(vg, h_rows.narrow(1, rest, in - rest)));
+        }
+      } else {
+        hr.sub_(d.unsqueeze(1) * at::matmul(vg, h_rows));
+      }
     }
   }
   q.scales = scales.to(at::kFloat);

@@ -165,12 +165,12 @@ absl::StatusOr<QuantizedLayer> QuantizeUnits(const LayerProblem& p, const LayerS
     }
   }
   if (p.hessian.defined()) {
-    // Plain rounding on the grids the method's own search picks for the unmodified weights: with
-    // --scale-init hessian the diag(H)-weighted search (one fused pass), not the unweighted
-    // |d|^2.4 search, which would cost more than the method itself.
-    const at::Tensor importance =
-        s.gptq.grid.hessian_search ? p.hessian.diagonal().to(at::kFloat) : at::Tensor();
-    const QuantizedLinear rtn = RtnQuantize(target, s.gptq.grid, s.gptq.group_size, importance);
+    // Plain round-to-nearest on min-max grids (the classic RTN baseline) at the method's width and
+    // group size: one pass, so the report costs little beside the method (a searched grid cost as
+    // much as stage 1 of the method's own scales).
+    GridOptions plain = s.gptq.grid;
+    plain.mse = plain.hessian_search = plain.hessian_block = false;
+    const QuantizedLinear rtn = RtnQuantize(target, plain, s.gptq.group_size);
     if (value_heads) {
       std::vector<at::Tensor> h_v(p.h_value.begin() + h0, p.h_value.begin() + h0 + nh);
       base = SumHeads(target, at::zeros_like(target), h_v, hd);

@@ -63,7 +63,7 @@ struct QuantizedLayer {
   QuantizedLinear q;        // all rows, on every rank
   double loss = 0;          // the method's objective (per-head H for the value block)
   double base = 0;          // the same objective at Q = 0
-  double rtn_loss = 0;      // plain rounding on the grid the method's search picks, same objective (the report)
+  double rtn_loss = 0;      // round-to-nearest on min-max grids, same objective (the report)
 };
 
 absl::StatusOr<QuantizedLayer> QuantizeLayer(const LayerProblem& problem,

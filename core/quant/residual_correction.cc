@@ -42,8 +42,11 @@ absl::StatusOr<at::Tensor> ResidualMatrix(const at::Tensor& hessian, const at::T
   diag.masked_fill_(diag == 0, 1.0);  // dead inputs, as GPTQ treats them (their D column is 0)
   // (H + damp)^-1 = U^T U with U upper: D H^-1 = (D U^T) U.
   PTQ_ASSIGN_OR_RETURN(at::Tensor u, InverseCholeskyUpper(h, damp, what));
-  u = u.to(h.options());
-  return alpha * at::matmul(at::matmul(cross.to(u.options()), u.t()), u);
+  return ResidualMatrixFromFactor(cross, u.to(h.options()), alpha);
+}
+
+at::Tensor ResidualMatrixFromFactor(const at::Tensor& cross, const at::Tensor& u_f64, double alpha) {
+  return alpha * at::matmul(at::matmul(cross.to(u_f64.options()), u_f64.t()), u_f64);
 }
 
 absl::StatusOr<at::Tensor> ResidualTarget(const at::Tensor& weight, const at::Tensor& hessian,

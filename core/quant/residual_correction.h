@@ -42,6 +42,9 @@ class CrossTermAccumulator {
 // the damping step by step).
 absl::StatusOr<at::Tensor> ResidualMatrix(const at::Tensor& hessian, const at::Tensor& cross,
                                           double alpha, double damp, const std::string& what);
+// The same from the float64 upper factor U of that (H + damp)^-1 = U^T U, for a caller that has it
+// (GptqFactor::u_f64 of the slot's Hessian): alpha (D U^T) U.
+at::Tensor ResidualMatrixFromFactor(const at::Tensor& cross, const at::Tensor& u_f64, double alpha);
 
 // W' = W + alpha W D (H + damp)^-1, float32 [out, in]. H is damped as GPTQ damps it (dead inputs get
 // H_ii = 1; a Cholesky failure raises the damping step by step). alpha = 0 returns `weight` itself.

@@ -44,6 +44,8 @@ QuantizeOptions Options(const std::string& method, const std::string& out) {
     o.value_block = true;  // its per-head sums are sharded and reduced too
     o.requant_passes = 1;  // per-unit choice between passes: must not depend on the group size
     o.residual_alpha = 0.25;
+    // The full-precision stream on batches 0 and 2: with three ranks the middle one has none.
+    o.residual_every = 2;
     o.qk_hessian = "softmax";  // its per-head sums are all-reduced like the others
   }
   return o;

@@ -41,7 +41,8 @@ TEST(QuantizeOptionsTest, CheckpointRecordHasItsKeys) {
   EXPECT_EQ(keys, (std::set<std::string>{
                       "act_order", "act_order_rows", "bits", "damp_percent", "format", "group_size",
                       "joint_rows", "method", "mse_grid", "partial_groups", "qk_hessian",
-                      "refine_iters", "requant_passes", "residual_alpha", "samples", "scale_init",
+                      "refine_iters", "requant_passes", "residual_alpha", "residual_every",
+                      "samples", "scale_init",
                       "seed", "seq_len", "sequential", "static_groups", "sym", "value_block",
                       "value_damp"}));
 }
@@ -51,6 +52,7 @@ TEST(QuantizeOptionsTest, CheckpointRecordResolvesMethodDefaults) {
   gptq.act_order_rows = false;
   const nlohmann::json g = CheckpointOptionsJson(gptq);
   EXPECT_EQ(g["residual_alpha"], 0.0);
+  EXPECT_EQ(g["residual_every"], 0);  // no full-precision stream at all
   EXPECT_EQ(g["value_block"], false);  // no value block outside BoA/TurboBoA
   EXPECT_EQ(g["qk_hessian"], "");
   EXPECT_EQ(g["value_damp"], -1.0);
@@ -72,6 +74,7 @@ TEST(QuantizeOptionsTest, CheckpointRecordResolvesMethodDefaults) {
 
   const nlohmann::json t = CheckpointOptionsJson(Options("turboboa"));
   EXPECT_EQ(t["residual_alpha"], 0.25);  // TurboBoA's default correction
+  EXPECT_EQ(t["residual_every"], kDefaultResidualEvery);
   EXPECT_EQ(t["value_block"], false);    // the shared H_in by default
   EXPECT_EQ(t["value_damp"], -1.0);
   EXPECT_EQ(t["qk_hessian"], "moment");
@@ -128,6 +131,31 @@ TEST(QuantizeOptionsTest, PlanDerivesEverySettingOnce) {
   EXPECT_TRUE(default_plan->layer.gptq.grid.hessian_search);
   EXPECT_FALSE(default_plan->layer.gptq.grid.hessian_block);
   EXPECT_EQ(default_plan->layer.refine_iters, kDefaultRefineIters);
+}
+
+// --residual-every thins the residual correction's stream: refused where there is none, and where
+// it is not a count of batches; the plan gets the resolved stride.
+TEST(QuantizeOptionsTest, ResidualEveryNeedsTheCorrection) {
+  QuantizeOptions t = Options("turboboa");
+  t.residual_every = 3;
+  EXPECT_TRUE(ValidateQuantizeOptions(t, SmallConfig()).ok());
+  auto plan = ResolvePlan(t, SmallConfig());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->residual_every, 3);
+  EXPECT_EQ(CheckpointOptionsJson(t)["residual_every"], 3);
+  t.residual_every = -1;
+  EXPECT_NE(ValidateQuantizeOptions(t, SmallConfig()).message().find("--residual-every"),
+            std::string::npos);
+  t.residual_every = 2;
+  t.residual_alpha = 0;  // the correction switched off
+  EXPECT_NE(ValidateQuantizeOptions(t, SmallConfig()).message().find("--residual-every needs"),
+            std::string::npos);
+  QuantizeOptions g = Options("gptq");
+  g.residual_every = 2;
+  EXPECT_FALSE(ValidateQuantizeOptions(g, SmallConfig()).ok());
+  g.residual_alpha = 0.5;  // GPTQ with the correction asked for
+  EXPECT_TRUE(ValidateQuantizeOptions(g, SmallConfig()).ok());
+  EXPECT_EQ(ResolvePlan(Options("turboboa"), SmallConfig())->residual_every, kDefaultResidualEvery);
 }
 
 TEST(QuantizeOptionsTest, DeviceNames) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "common/tokenizer.h"
 #include "tests/test_paths.h"
@@ -121,6 +122,35 @@ TEST(QuantizePipelineTest, NonSequentialTakesStatisticsFromTheFullPrecisionBlock
   ASSERT_NE(a->layers[3].name.find("o_proj"), std::string::npos);
   EXPECT_NE(a->layers[3].loss, b->layers[3].loss);
   EXPECT_NE(a->layers[6].loss, b->layers[6].loss);  // down_proj
+}
+
+// --residual-every N: the full-precision stream and its cross term run calibration batches 0, N, 2N,
+// ... only. Three batches of 8 windows: every 3rd and every 50th both run batch 0 alone (the same
+// checkpoint); every 2nd adds batch 2, every batch adds batch 1 (each a different one).
+TEST(QuantizePipelineTest, ResidualEveryRunsWholeBatchesOfTheFullPrecisionStream) {
+  auto weights = [](int64_t every) {
+    QuantizeOptions o = DemoOptions(TempDir("residual_every_" + std::to_string(every)));
+    o.method = "turboboa";
+    o.scale_init.clear();
+    o.refine_iters = -1;
+    o.gptq.grid.bits = 2;
+    o.samples = 24;
+    o.seq_len = 64;
+    o.batch_windows = 8;
+    o.residual_every = every;
+    o.eval_path.clear();
+    o.keep_blocks = false;
+    auto r = RunQuantize(o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::ifstream in(o.out_dir + "/model.safetensors", std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string all = weights(1), even = weights(2), first = weights(3), first_too = weights(50);
+  ASSERT_GT(first.size(), 1000u);
+  EXPECT_TRUE(first == first_too);
+  EXPECT_FALSE(first == even);
+  EXPECT_FALSE(even == all);
+  EXPECT_FALSE(first == all);
 }
 
 TEST(QuantizePipelineTest, RefusesToOverwriteAModelUnlessForced) {

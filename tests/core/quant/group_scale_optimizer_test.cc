@@ -131,7 +131,8 @@ std::vector<Problem> Problems() {
     bool act_order, off_grid;
   };
   const std::vector<Shape> shapes = {
-      {32, 8, false, false}, {32, 8, true, false}, {40, 16, true, true}, {24, -1, false, true}};
+      {32, 8, false, false}, {32, 8, true, false}, {40, 16, true, true}, {24, -1, false, true},
+      {40, 16, false, false}};
   uint64_t seed = 100;
   for (const Shape& s : shapes) {
     Problem p;

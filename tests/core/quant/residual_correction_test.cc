@@ -67,6 +67,32 @@ TEST(ResidualTargetTest, AlphaOneIsTheLeastSquaresSolutionOfTheFullPrecisionTarg
       << (target->to(at::kDouble) - expected).abs().max();
 }
 
+// The pipeline takes R from the slot's GPTQ factor instead of factoring H a second time: the same
+// bits as ResidualMatrix, dead inputs included; with act-order the factor is of the permuted H and
+// is not kept.
+TEST(ResidualTargetTest, TheGptqFactorGivesResidualMatrixBitForBit) {
+  at::manual_seed(10);
+  const int64_t n = 300, in = 12;
+  at::Tensor xq = at::randn({n, in});
+  xq.select(1, 4).zero_();  // a dead input
+  at::Tensor xf = xq + 0.2 * at::randn({n, in});
+  CrossTermAccumulator cross(in);
+  cross.Add(xf, xq);
+  HessianAccumulator h(in);
+  h.Add(xq);
+  GptqOptions o;
+  o.damp = 0.01;
+  auto expected = ResidualMatrix(h.Hessian(), cross.Cross(), 0.25, o.damp, "t");
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  auto factor = PrepareGptq(h.Hessian(), o, "t", /*keep_f64_factor=*/true);
+  ASSERT_TRUE(factor.ok()) << factor.status();
+  ASSERT_TRUE(factor->u_f64.defined());
+  EXPECT_TRUE(at::equal(ResidualMatrixFromFactor(cross.Cross(), factor->u_f64, 0.25), *expected));
+  EXPECT_FALSE(PrepareGptq(h.Hessian(), o, "t")->u_f64.defined());  // only where asked for
+  o.act_order = true;
+  EXPECT_FALSE(PrepareGptq(h.Hessian(), o, "t", true)->u_f64.defined());
+}
+
 TEST(ResidualTargetTest, GptqOnTheCorrectedTargetReconstructsTheFullPrecisionOutputBetter) {
   at::manual_seed(10);
   const int64_t n = 512, in = 32, out = 16;
