@@ -104,7 +104,8 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
   }
   if (o.residual_every < 0 || o.residual_every > kMaxCalibrationTokens) {
-    return absl::InvalidArgumentError("--residual-every must be positive (0: the default)");
+    return absl::InvalidArgumentError(absl::StrCat("--residual-every must be between 1 and ",
+                                                   kMaxCalibrationTokens, " (0: the default)"));
   }
   const bool residual_on =
       o.residual_alpha > 0 || (o.residual_alpha < 0 && *method == Method::kTurboBoa);
