@@ -8,28 +8,20 @@
 
 namespace ptq {
 
-QuantizedLinear RtnQuantize(const at::Tensor& weight, const GridOptions& grid, int64_t group_size,
-                            const at::Tensor& importance) {
+QuantizedLinear RtnQuantize(const at::Tensor& weight, const GridOptions& grid, int64_t group_size) {
   const at::Tensor w = weight.to(at::kFloat).contiguous();
   const int64_t rows = w.size(0);
   const int64_t cols = w.size(1);
   const int64_t g = (group_size <= 0 || group_size >= cols) ? cols : group_size;
   const int64_t full = cols / g;  // whole groups; a shorter last one is fitted on its own
-  const bool weighted = grid.hessian_search && importance.defined();
-  TORCH_CHECK(!weighted || importance.numel() == cols, "RtnQuantize: ", importance.numel(),
-              " importances for ", cols, " columns");
   std::vector<at::Tensor> scales, zeros;
   if (full > 0) {
-    GroupGrids grids = FitGrids(w.narrow(1, 0, full * g).reshape({rows, full, g}), grid,
-                                weighted ? importance.narrow(0, 0, full * g).reshape({full, g})
-                                         : at::Tensor());
+    GroupGrids grids = FitGrids(w.narrow(1, 0, full * g).reshape({rows, full, g}), grid);
     scales.push_back(grids.scale);
     zeros.push_back(grids.zero);
   }
   if (full * g < cols) {
-    GroupGrids last = FitGrids(w.narrow(1, full * g, cols - full * g), grid,
-                               weighted ? importance.narrow(0, full * g, cols - full * g)
-                                        : at::Tensor());
+    GroupGrids last = FitGrids(w.narrow(1, full * g, cols - full * g), grid);
     scales.push_back(last.scale.unsqueeze(1));
     zeros.push_back(last.zero.unsqueeze(1));
   }

@@ -10,9 +10,6 @@ namespace ptq {
 
 // weight: [out, in]; group_size <= 0 or >= in means one grid per row.
 // A last group shorter than group_size is allowed (see GptqQuantize).
-// importance: undefined, or per-input-column weights [in] for grid.hessian_search (diag H), so the
-// grids are the ones the method's own weighted search would pick for these weights.
-QuantizedLinear RtnQuantize(const at::Tensor& weight, const GridOptions& grid, int64_t group_size,
-                            const at::Tensor& importance = at::Tensor());
+QuantizedLinear RtnQuantize(const at::Tensor& weight, const GridOptions& grid, int64_t group_size);
 
 }  // namespace ptq

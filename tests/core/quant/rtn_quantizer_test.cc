@@ -11,10 +11,8 @@
 namespace ptq {
 namespace {
 
-QuantizedLinear ScalarRtn(const at::Tensor& weight, const GridOptions& grid, int64_t group_size,
-                          const at::Tensor& importance = at::Tensor()) {
+QuantizedLinear ScalarRtn(const at::Tensor& weight, const GridOptions& grid, int64_t group_size) {
   at::Tensor w = weight.to(at::kFloat).contiguous();
-  const at::Tensor imp = importance.defined() ? importance.to(at::kFloat).contiguous() : importance;
   const int64_t rows = w.size(0), cols = w.size(1);
   const int64_t g = (group_size <= 0 || group_size >= cols) ? cols : group_size;
   const int64_t groups = (cols + g - 1) / g;
@@ -28,8 +26,7 @@ QuantizedLinear ScalarRtn(const at::Tensor& weight, const GridOptions& grid, int
     for (int64_t gi = 0; gi < groups; ++gi) {
       const float* src = pw + r * cols + gi * g;
       const int64_t len = std::min(g, cols - gi * g);
-      const float* importances = imp.defined() ? imp.data_ptr<float>() + gi * g : nullptr;
-      GridParams p = FitGrid(src, len, grid, importances);
+      GridParams p = FitGrid(src, len, grid);
       out.scales.data_ptr<float>()[r * groups + gi] = p.scale;
       out.zeros.data_ptr<float>()[r * groups + gi] = p.zero;
       for (int64_t k = 0; k < len; ++k) {
@@ -70,29 +67,6 @@ TEST(RtnQuantizerTest, EqualsScalarRoundToNearestBitForBit) {
         }
       }
     }
-  }
-}
-
-TEST(RtnQuantizerTest, HessianSearchWeighsEachGroupByItsColumnsImportances) {
-  // The report's RTN baseline under --scale-init hessian: each group's grid is FitGrid's weighted
-  // search with that group's slice of diag(H), partial last group included.
-  at::manual_seed(5);
-  const at::Tensor w = at::randn({10, 88});
-  const at::Tensor importance = at::rand({88}) * at::rand({88}) * 10;
-  for (bool sym : {false, true}) {
-    GridOptions o;
-    o.bits = 2;
-    o.sym = sym;
-    o.mse = true;
-    o.hessian_search = true;
-    o.min_zero = sym ? 0 : 1;
-    QuantizedLinear ours = RtnQuantize(w, o, 32, importance);
-    QuantizedLinear ref = ScalarRtn(w, o, 32, importance);
-    QuantizedLinear unweighted = RtnQuantize(w, o, 32);
-    EXPECT_TRUE(at::equal(ours.scales, ref.scales)) << "sym " << sym;
-    EXPECT_TRUE(at::equal(ours.zeros, ref.zeros)) << "sym " << sym;
-    EXPECT_TRUE(at::equal(ours.codes, ref.codes)) << "sym " << sym;
-    EXPECT_FALSE(at::equal(ours.scales, unweighted.scales)) << "the importances were not used";
   }
 }
 
