@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace ptq {
@@ -73,6 +74,59 @@ absl::StatusOr<int> ParseDeviceName(std::string_view name) {
       absl::StrCat("unknown --device \"", std::string(name), "\" (supported: cpu, cuda, cuda:N)"));
 }
 
+namespace {
+
+// --residual-alpha unset (negative) means the method's own: 0.25 for turboboa, otherwise off.
+double ResidualAlpha(const QuantizeOptions& o, Method method) {
+  return o.residual_alpha < 0 ? (method == Method::kTurboBoa ? 0.25 : 0.0) : o.residual_alpha;
+}
+
+absl::Status ValidateResidualCorrection(const QuantizeOptions& o, Method method) {
+  if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) {
+    return absl::InvalidArgumentError("--residual-alpha must be between 0 (off) and 1 (exact target)");
+  }
+  if (method == Method::kRtn && o.residual_alpha > 0) {
+    return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
+  }
+  if (o.residual_every < 0 || o.residual_every > kMaxCalibrationTokens) {
+    return absl::InvalidArgumentError(absl::StrCat("--residual-every must be between 1 and ",
+                                                   kMaxCalibrationTokens, " (0: the default)"));
+  }
+  if (o.residual_every > 0 && !(ResidualAlpha(o, method) > 0)) {
+    return absl::InvalidArgumentError(
+        "--residual-every needs the residual correction (turboboa, or --residual-alpha > 0)");
+  }
+  return absl::OkStatus();
+}
+
+// Group sizes against the layers' input sizes: a shorter last group only where asked for and where
+// the format can store it.
+absl::Status ValidateGroups(const QuantizeOptions& o, const ModelConfig& c, CheckpointFormat format) {
+  const int64_t g = o.gptq.group_size;
+  if (g > 0) {
+    for (int64_t dim : {c.hidden_size, c.num_attention_heads * c.head_dim, c.intermediate_size}) {
+      if (dim % g != 0 && !o.partial_groups) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "group size ", g, " does not divide the input size ", dim,
+            " of some linear layers (use --partial-groups for a shorter last group, which vLLM's "
+            "kernels do not load, or a group size that divides it)"));
+      }
+      if (dim % g != 0 && format == CheckpointFormat::kCompressedTensors) {
+        // compressed-tensors' dequantization reshapes each row into whole groups and raises
+        // otherwise (quantization/lifecycle/forward_helpers.py, _process_group).
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--format compressed-tensors cannot express a shorter last group: group size ", g,
+            " does not divide the input size ", dim,
+            " (use --format gptq, which GPTQModel loads but no fast kernel does, or a group size "
+            "that divides every layer)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig& c) {
   if (absl::StatusOr<int> device = ParseDeviceName(o.device); !device.ok()) return device.status();
   absl::StatusOr<Method> method = ParseMethod(o.method);
@@ -97,22 +151,7 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     return absl::InvalidArgumentError(
         "--requant-passes quantizes again on the refined scales: it needs --refine-iters > 0");
   }
-  if (std::isnan(o.residual_alpha) || o.residual_alpha > 1) {
-    return absl::InvalidArgumentError("--residual-alpha must be between 0 (off) and 1 (exact target)");
-  }
-  if (*method == Method::kRtn && o.residual_alpha > 0) {
-    return absl::InvalidArgumentError("--residual-alpha needs a Hessian (not rtn)");
-  }
-  if (o.residual_every < 0 || o.residual_every > kMaxCalibrationTokens) {
-    return absl::InvalidArgumentError(absl::StrCat("--residual-every must be between 1 and ",
-                                                   kMaxCalibrationTokens, " (0: the default)"));
-  }
-  const bool residual_on =
-      o.residual_alpha > 0 || (o.residual_alpha < 0 && *method == Method::kTurboBoa);
-  if (o.residual_every > 0 && !residual_on) {
-    return absl::InvalidArgumentError(
-        "--residual-every needs the residual correction (turboboa, or --residual-alpha > 0)");
-  }
+  PTQ_RETURN_IF_ERROR(ValidateResidualCorrection(o, *method));
   if (!o.scale_init.empty() && o.scale_init != "minmax" && o.scale_init != "hessian" &&
       o.scale_init != "hessian-block") {
     return absl::InvalidArgumentError(absl::StrCat("unknown --scale-init \"", o.scale_init,
@@ -186,27 +225,7 @@ absl::Status ValidateQuantizeOptions(const QuantizeOptions& o, const ModelConfig
     return absl::InvalidArgumentError(
         "--act-order-rows orders q/k rows by their H_out: it needs --method boa or turboboa");
   }
-  const int64_t g = o.gptq.group_size;
-  if (g > 0) {
-    for (int64_t dim : {c.hidden_size, c.num_attention_heads * c.head_dim, c.intermediate_size}) {
-      if (dim % g != 0 && !o.partial_groups) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "group size ", g, " does not divide the input size ", dim,
-            " of some linear layers (use --partial-groups for a shorter last group, which vLLM's "
-            "kernels do not load, or a group size that divides it)"));
-      }
-      if (dim % g != 0 && format == CheckpointFormat::kCompressedTensors) {
-        // compressed-tensors' dequantization reshapes each row into whole groups and raises
-        // otherwise (quantization/lifecycle/forward_helpers.py, _process_group).
-        return absl::InvalidArgumentError(absl::StrCat(
-            "--format compressed-tensors cannot express a shorter last group: group size ", g,
-            " does not divide the input size ", dim,
-            " (use --format gptq, which GPTQModel loads but no fast kernel does, or a group size "
-            "that divides every layer)"));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return ValidateGroups(o, c, format);
 }
 
 QuantizeOptions ResolveQuantizeOptions(const QuantizeOptions& options) {
@@ -214,7 +233,7 @@ QuantizeOptions ResolveQuantizeOptions(const QuantizeOptions& options) {
   const Method method = ParseMethod(options.method).value();
   const bool attention_aware = method == Method::kBoa || method == Method::kTurboBoa;
   if (method == Method::kBoa) r.joint_rows = 1;
-  if (r.residual_alpha < 0) r.residual_alpha = method == Method::kTurboBoa ? 0.25 : 0.0;
+  r.residual_alpha = ResidualAlpha(options, method);
   if (r.residual_every == 0 && r.residual_alpha > 0) r.residual_every = kDefaultResidualEvery;
   // Two-stage scales for every method with a Hessian (docs/results.md, "Defaults").
   if (r.refine_iters < 0) r.refine_iters = method == Method::kRtn ? 0 : kDefaultRefineIters;
