@@ -3,14 +3,48 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <utility>
+
+#include <c10/util/accumulate.h>
 
 namespace ptq {
 
-bool StageCacheBudget::TryTake(int64_t bytes) {
-  if (used_ + bytes > limit_) return false;
+namespace {
+
+int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+}  // namespace
+
+at::Tensor StageCacheBudget::Take(at::IntArrayRef shape, const at::TensorOptions& options) {
+  const int64_t numel = c10::multiply_integers(shape);
+  for (size_t i = 0; i < held_.size(); ++i) {
+    const at::Tensor& h = held_[i];
+    if (h.numel() == numel && h.dtype() == options.dtype() && h.device() == options.device()) {
+      at::Tensor buffer = h.view(shape);
+      held_bytes_ -= Bytes(h);
+      held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(i));
+      return buffer;
+    }
+  }
+  const int64_t bytes = numel * static_cast<int64_t>(options.dtype().itemsize());
+  // Free held buffers (largest first) until the new one fits.
+  std::sort(held_.begin(), held_.end(),
+            [](const at::Tensor& a, const at::Tensor& b) { return Bytes(a) < Bytes(b); });
+  while (used_ + bytes > limit_ && !held_.empty()) {
+    const int64_t freed = Bytes(held_.back());
+    held_.pop_back();
+    held_bytes_ -= freed;
+    used_ -= freed;
+  }
+  if (used_ + bytes > limit_) return at::Tensor();
   used_ += bytes;
   peak_ = std::max(peak_, used_);
-  return true;
+  return at::empty(shape, options);
+}
+
+void StageCacheBudget::Give(at::Tensor buffer) {
+  held_bytes_ += Bytes(buffer);
+  held_.push_back(buffer.reshape({-1}));
 }
 
 BlockStream::BlockStream(at::Tensor* hidden, const ModelConfig& config, const RopeTable& rope,
@@ -45,7 +79,7 @@ int64_t BlockStream::Dim(Stage stage) const {
 
 void BlockStream::Release(Stage stage) {
   Kept& k = kept_[stage];
-  if (k.values.defined()) budget_->Give(k.values.numel() * static_cast<int64_t>(k.values.element_size()));
+  if (k.values.defined()) budget_->Give(std::move(k.values));
   k = Kept{};
 }
 
@@ -60,11 +94,7 @@ void BlockStream::Store(Stage stage, int64_t b, const BlockWeights& w, const at:
     k.filled.assign(static_cast<size_t>(batches()), false);
     k.filled_count = 0;
     if (!k.values.defined()) {
-      const int64_t bytes = hidden_->size(0) * hidden_->size(1) * Dim(stage) *
-                            static_cast<int64_t>(out.element_size());
-      if (budget_->TryTake(bytes)) {
-        k.values = at::empty({hidden_->size(0), hidden_->size(1), Dim(stage)}, out.options());
-      }
+      k.values = budget_->Take({hidden_->size(0), hidden_->size(1), Dim(stage)}, out.options());
     }
   }
   if (!k.values.defined() || k.filled[b]) return;

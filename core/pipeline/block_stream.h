@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/TensorOptions.h>
 
 #include "common/model_config.h"
 #include "core/model/block_weights.h"
@@ -25,19 +26,29 @@
 
 namespace ptq {
 
-// Bytes the kept stages of several streams may take together; the peak is what a run reports.
+// The memory of the kept stages of several streams: at most `limit_bytes` together. A stage that
+// is dropped gives its buffer back here, and the buffer is held for the next stage of the same size
+// (every block's stages have the same shapes), so each block does not page-fault its stages in anew:
+// on the 2-core VM that was most of a run's page faults and system time (docs/results.md). Held
+// buffers count as used; they are freed when a new buffer would not fit otherwise.
 class StageCacheBudget {
  public:
   explicit StageCacheBudget(int64_t limit_bytes) : limit_(limit_bytes) {}
-  bool TryTake(int64_t bytes);
-  void Give(int64_t bytes) { used_ -= bytes; }
+  // A buffer of `shape`, held or new; undefined when it does not fit. Its contents are unspecified.
+  at::Tensor Take(at::IntArrayRef shape, const at::TensorOptions& options);
+  // Gives a buffer from Take back; it is held for reuse.
+  void Give(at::Tensor buffer);
+  // Bytes taken and not given back, and bytes held; used() counts both.
+  int64_t taken() const { return used_ - held_bytes_; }
   int64_t used() const { return used_; }
   int64_t peak() const { return peak_; }
 
  private:
   int64_t limit_;
   int64_t used_ = 0;
+  int64_t held_bytes_ = 0;
   int64_t peak_ = 0;
+  std::vector<at::Tensor> held_;  // flat buffers given back
 };
 
 class BlockStream {

@@ -111,16 +111,18 @@ int64_t WalkAndCheck(int64_t budget_bytes, bool observe_attention) {
   }
   stream.Advance(w);
   EXPECT_TRUE(at::equal(hidden, BlockForward(input, w, c, rope)));
-  EXPECT_EQ(budget.used(), 0);  // Advance forgets every kept stage
+  EXPECT_EQ(budget.taken(), 0);  // Advance forgets every kept stage (their buffers stay held)
   EXPECT_LE(budget.peak(), budget_bytes);
   return budget.peak();
 }
 
 TEST(BlockStreamTest, SameBitsAsRestartingTheBlockUnderAnyBudget) {
   const int64_t stage = 5 * 6 * 4;  // windows x tokens x float32 bytes per unit of stage width
-  // Unlimited: at most the residual (32 wide) and the activation (48) at the same time, as the
-  // attention output (32) is dropped once the residual is complete.
-  EXPECT_EQ(WalkAndCheck(int64_t{1} << 40, false), stage * (32 + 48));
+  // Unlimited: the residual (32 wide) and the activation (48) are kept at the same time; the
+  // attention output (32), dropped once the residual is complete, stays held for the next block.
+  EXPECT_EQ(WalkAndCheck(int64_t{1} << 40, false), stage * (32 + 32 + 48));
+  // Room for two narrow stages and the activation: the held buffer is freed for the activation.
+  EXPECT_EQ(WalkAndCheck(stage * 80, false), stage * 80);
   EXPECT_EQ(WalkAndCheck(0, false), 0);                       // nothing kept: all recomputed
   EXPECT_EQ(WalkAndCheck(stage * 32, false), stage * 32);     // one stage at a time
   EXPECT_EQ(WalkAndCheck(stage * 70, false), stage * 64);     // two narrow stages, no activation
@@ -149,14 +151,59 @@ TEST(BlockStreamTest, KeptStageIsRecomputedWhenItsWeightsChange) {
   EXPECT_TRUE(at::equal(hidden, BlockForward(input, w, c, rope)));
 }
 
-TEST(StageCacheBudgetTest, TakesOnlyWhatFitsAndRecordsThePeak) {
+TEST(StageCacheBudgetTest, TakesOnlyWhatFitsAndReusesWhatIsGivenBack) {
+  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat);
   StageCacheBudget budget(100);
-  EXPECT_TRUE(budget.TryTake(60));
-  EXPECT_FALSE(budget.TryTake(41));
-  EXPECT_TRUE(budget.TryTake(40));
-  budget.Give(60);
-  EXPECT_EQ(budget.used(), 40);
+  at::Tensor a = budget.Take({3, 5}, f32);  // 60 bytes
+  ASSERT_TRUE(a.defined());
+  EXPECT_FALSE(budget.Take({11}, f32).defined());  // 44 more do not fit
+  at::Tensor b = budget.Take({10}, f32);
+  ASSERT_TRUE(b.defined());
   EXPECT_EQ(budget.peak(), 100);
+  const void* a_memory = a.data_ptr();
+  budget.Give(a);
+  EXPECT_EQ(budget.taken(), 40);
+  EXPECT_EQ(budget.used(), 100);  // a's memory is held
+  // The same number of elements in another shape: a's memory, nothing new.
+  at::Tensor c = budget.Take({5, 3}, f32);
+  EXPECT_EQ(c.data_ptr(), a_memory);
+  EXPECT_EQ(c.sizes(), at::IntArrayRef({5, 3}));
+  EXPECT_EQ(budget.used(), 100);
+  budget.Give(c);
+  // Another size: the held buffer is freed to make room.
+  at::Tensor d = budget.Take({12}, f32);
+  ASSERT_TRUE(d.defined());
+  EXPECT_EQ(budget.used(), 88);
+  EXPECT_EQ(budget.taken(), 88);
+  EXPECT_FALSE(budget.Take({4}, at::TensorOptions().dtype(at::kDouble)).defined());
+}
+
+TEST(BlockStreamTest, LaterBlocksReuseTheKeptStagesMemory) {
+  at::manual_seed(5);
+  const ModelConfig c = SmallConfig();
+  const RopeTable rope = BuildRopeTable(c, 4);
+  at::Tensor hidden = at::randn({4, 4, c.hidden_size});
+  StageCacheBudget budget(int64_t{1} << 40);
+  BlockStream stream(&hidden, c, rope, 2, &budget);
+  int64_t first_peak = 0;
+  for (int block = 0; block < 3; ++block) {
+    BlockWeights w = RandomBlock(c);
+    const at::Tensor input = hidden.clone();
+    for (LinearSlot slot : kSlots) {
+      for (int64_t b = 0; b < stream.batches(); ++b) stream.SlotInput(slot, b, w);
+      ReplaceSlot(w, slot);
+    }
+    stream.Advance(w);
+    // Batch by batch, as the stream runs (a GEMM's last bits may depend on its row count).
+    const at::Tensor expected = at::cat({BlockForward(input.narrow(0, 0, 2), w, c, rope),
+                                         BlockForward(input.narrow(0, 2, 2), w, c, rope)});
+    EXPECT_TRUE(at::equal(hidden, expected)) << "block " << block;
+    if (block == 0) first_peak = budget.peak();
+    EXPECT_EQ(budget.taken(), 0);
+    EXPECT_EQ(budget.used(), first_peak);  // every buffer held for the next block
+  }
+  EXPECT_GT(first_peak, 0);
+  EXPECT_EQ(budget.peak(), first_peak);  // no block after the first allocated anything
 }
 
 }  // namespace
