@@ -77,9 +77,12 @@ at::Tensor AttentionStage(const at::Tensor& x, const BlockWeights& w, const Mode
   const int64_t rep = heads / kv_heads;
   at::Tensor k_rep = rep == 1 ? k : k.repeat_interleave(rep, 1);
   at::Tensor v_rep = rep == 1 ? v : v.repeat_interleave(rep, 1);
-  at::Tensor scores = at::matmul(q, k_rep.transpose(-1, -2)) * (1.0 / std::sqrt(double(hd)));
-  scores = scores.masked_fill(AttentionMask(tokens, w.attention_window, x.options()),
-                              -std::numeric_limits<float>::infinity());
+  // In place: the same float ops as `scores * scale` and masked_fill, without two more
+  // [batch, heads, tokens, tokens] tensors per call.
+  at::Tensor scores = at::matmul(q, k_rep.transpose(-1, -2));
+  scores.mul_(1.0 / std::sqrt(double(hd)));
+  scores.masked_fill_(AttentionMask(tokens, w.attention_window, x.options()),
+                      -std::numeric_limits<float>::infinity());
   at::Tensor probs = at::softmax(scores, -1);
   if (observer != nullptr) observer->OnAttention({q, k, v, probs, w.q_norm, w.k_norm});
   return at::matmul(probs, v_rep).transpose(1, 2).reshape({batch, tokens, heads * hd});

@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include <c10/util/accumulate.h>
@@ -12,6 +15,22 @@ namespace ptq {
 namespace {
 
 int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+// A CPU buffer on transparent huge pages where the kernel offers them (madvise mode included): a
+// stage of the small model is 64-180 MiB, 16-46 thousand 4 KiB page faults, each of which costs
+// tens of microseconds on a paravirtualised VM; 2 MiB pages take 512 times fewer.
+at::Tensor EmptyOnHugePages(at::IntArrayRef shape, const at::TensorOptions& options) {
+#ifdef MADV_HUGEPAGE
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) * options.dtype().itemsize();
+  void* memory = nullptr;
+  if (bytes >= kHugePage && posix_memalign(&memory, kHugePage, bytes) == 0) {
+    madvise(memory, (bytes + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);
+    return at::from_blob(memory, shape, [](void* p) { std::free(p); }, options);
+  }
+#endif
+  return at::empty(shape, options);
+}
 
 }  // namespace
 
@@ -39,7 +58,7 @@ at::Tensor StageCacheBudget::Take(at::IntArrayRef shape, const at::TensorOptions
   if (used_ + bytes > limit_) return at::Tensor();
   used_ += bytes;
   peak_ = std::max(peak_, used_);
-  return at::empty(shape, options);
+  return options.device().is_cpu() ? EmptyOnHugePages(shape, options) : at::empty(shape, options);
 }
 
 void StageCacheBudget::Give(at::Tensor buffer) {
