@@ -66,6 +66,12 @@ void StageCacheBudget::Give(at::Tensor buffer) {
   held_.push_back(buffer.reshape({-1}));
 }
 
+void StageCacheBudget::FreeHeld() {
+  held_.clear();
+  used_ -= held_bytes_;
+  held_bytes_ = 0;
+}
+
 BlockStream::BlockStream(at::Tensor* hidden, const ModelConfig& config, const RopeTable& rope,
                          int64_t batch, StageCacheBudget* budget)
     : hidden_(hidden), config_(config), rope_(rope), batch_(batch), budget_(budget) {}

@@ -38,6 +38,8 @@ class StageCacheBudget {
   at::Tensor Take(at::IntArrayRef shape, const at::TensorOptions& options);
   // Gives a buffer from Take back; it is held for reuse.
   void Give(at::Tensor buffer);
+  // Frees the held buffers (when no stage will be kept again).
+  void FreeHeld();
   // Bytes taken and not given back, and bytes held; used() counts both.
   int64_t taken() const { return used_ - held_bytes_; }
   int64_t used() const { return used_; }

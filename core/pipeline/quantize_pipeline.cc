@@ -398,6 +398,7 @@ absl::Status QuantizeJob::RunBlock(int64_t block) {
   } else {
     stream_->Clear();
     if (stream_fp_) stream_fp_->Clear();
+    cache_budget_->FreeHeld();  // writing and evaluating need none of the stages' memory
   }
   report_.forward_cache_bytes = cache_budget_->peak();
   report_.block_seconds.push_back(Since(block_start));

@@ -204,6 +204,8 @@ TEST(BlockStreamTest, LaterBlocksReuseTheKeptStagesMemory) {
   }
   EXPECT_GT(first_peak, 0);
   EXPECT_EQ(budget.peak(), first_peak);  // no block after the first allocated anything
+  budget.FreeHeld();
+  EXPECT_EQ(budget.used(), 0);
 }
 
 }  // namespace
