@@ -23,9 +23,10 @@ at::Tensor EmptyOnHugePages(at::IntArrayRef shape, const at::TensorOptions& opti
 #ifdef MADV_HUGEPAGE
   constexpr size_t kHugePage = size_t{2} << 20;
   const size_t bytes = static_cast<size_t>(c10::multiply_integers(shape)) * options.dtype().itemsize();
+  const size_t whole_pages = (bytes + kHugePage - 1) / kHugePage * kHugePage;  // the advice's range
   void* memory = nullptr;
-  if (bytes >= kHugePage && posix_memalign(&memory, kHugePage, bytes) == 0) {
-    madvise(memory, (bytes + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);
+  if (bytes >= kHugePage && posix_memalign(&memory, kHugePage, whole_pages) == 0) {
+    madvise(memory, whole_pages, MADV_HUGEPAGE);
     return at::from_blob(memory, shape, [](void* p) { std::free(p); }, options);
   }
 #endif
