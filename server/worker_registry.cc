@@ -173,6 +173,7 @@ absl::StatusOr<v1::ReportProgressResponse> WorkerRegistry::ReportProgress(
   if (a->second.members.empty() || a->second.members[0] != report.worker_id()) {
     return absl::PermissionDeniedError("only rank 0 of an attempt reports progress");
   }
+  if (report.has_ready_to_commit()) return response;  // current: commit; no event to show
   a->second.progress.push_back(report);
   changed_.SignalAll();
   return response;

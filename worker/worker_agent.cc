@@ -214,6 +214,43 @@ class Agent {
     if (s.ok() && response.abort()) cancel_.store(true);
   }
 
+  // Rank 0's last question before it replaces the output: is this attempt still the coordinator's?
+  // An unreachable coordinator is waited for (it may be restarting; the checkpoint waits in its
+  // staging folder, the finished blocks in the block store): a restarted one has forgotten this
+  // worker and runs the job again, and that run must find the output free, not taken by us.
+  absl::Status ConfirmCommit(const v1::Assignment& a) {
+    v1::ReportProgressRequest request;
+    request.set_worker_id(worker_id_);
+    request.set_attempt(a.attempt());
+    request.set_ready_to_commit(true);
+    bool waiting_logged = false;
+    grpc::Status s;
+    while (!stop_.load() && !forgotten_.load() && !cancel_.load()) {
+      v1::ReportProgressResponse response;
+      auto context = Context(std::chrono::seconds(10));
+      s = stub_->ReportProgress(context.get(), request, &response);
+      if (s.ok()) {
+        if (!response.abort()) return absl::OkStatus();
+        break;
+      }
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+        break;
+      }
+      if (!waiting_logged) {
+        spdlog::warn("attempt {} of job {}: the checkpoint is complete; waiting for the coordinator "
+                     "to confirm the attempt before committing it ({})",
+                     a.attempt(), a.job_id(), s.error_message());
+        waiting_logged = true;
+      }
+      std::this_thread::sleep_for(kRetry);
+    }
+    return absl::AbortedError(absl::StrCat(
+        "attempt ", a.attempt(), " is no longer the coordinator's",
+        s.ok() ? std::string() : absl::StrCat(" (", s.error_message(), ")"),
+        "; its checkpoint is not committed, its finished blocks stay for the attempt that replaces it"));
+  }
+
   void RunAssignment(const v1::Assignment& a) {
     cancel_.store(false);
     attempt_.store(a.attempt());
@@ -273,6 +310,7 @@ class Agent {
         r.mutable_block()->set_reloaded(reloaded);
         ReportProgress(a, std::move(r));
       };
+      hooks.before_commit = [&] { return ConfirmCommit(a); };
     }
     auto report = RunQuantizeSpec(a.spec(), hooks, options_.device);
     group.reset();  // close the peers' connections before reporting

@@ -610,6 +610,7 @@ absl::Status QuantizeJob::Finish() {
     PTQ_RETURN_IF_ERROR(sink_->AddTensor(view));
   }
   PTQ_RETURN_IF_ERROR(sink_->Finish());
+  if (hooks_.before_commit) PTQ_RETURN_IF_ERROR(hooks_.before_commit());
   // The checkpoint holds everything now: the block store goes with the commit, under its lock.
   PTQ_RETURN_IF_ERROR(output_->Commit(store_ ? std::vector<std::string>{store_->dir()}
                                              : std::vector<std::string>{}));

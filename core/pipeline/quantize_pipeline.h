@@ -43,6 +43,10 @@ struct JobHooks {
   // with the same options; each runs the forwards of its share of the calibration batches and
   // quantizes its share of every layer's rows; rank 0 writes the checkpoint and evaluates.
   Collective* group = nullptr;
+  // Called by the writer once the checkpoint is complete in its staging folder, before it replaces
+  // the output: an error ends the run with it, leaving the output untouched and the block store in
+  // place for a rerun. The service's worker asks its coordinator whether the attempt is current.
+  std::function<absl::Status()> before_commit;
   // Labels this run's metrics (job_id); the service passes its job id.
   std::string job_id = "local";
 };

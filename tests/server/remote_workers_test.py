@@ -10,7 +10,11 @@
    stopped (SIGSTOP: no heartbeats, connections left open): its blocked peer exits after its abort
    grace (code 75, for a supervisor to restart it) and the spare worker finishes the job.
 3. The coordinator killed with SIGKILL during block 2 and restarted on the same store: the job
-   resumes from its last finished block and finishes with the same checkpoint.
+   resumes from its last finished block and finishes with the same checkpoint. The same when the
+   coordinator comes back only after the group has finished every block without it: rank 0 waits
+   for it before committing, the restarted coordinator no longer knows the attempt, and the job's
+   new attempt reloads every block (an attempt that had committed would leave the job it runs again
+   an output already taken).
 4. Cancel during a job: CANCELLED, and nothing at the output path (no staging folder either).
 5. Two jobs submitted at once queue and both finish.
 
@@ -161,6 +165,19 @@ def resumptions():
     return n
 
 
+def wait_worker_log(text, timeout=300, unless_exists=None):
+    """Waits for a worker log line holding `text`; gives up early once `unless_exists` exists."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (unless_exists and os.path.exists(unless_exists)):
+        for name in os.listdir(tmp):
+            if name.startswith("worker-"):
+                with open(f"{tmp}/{name}") as f:
+                    if any(text in line for line in f):
+                        return True
+        time.sleep(0.3)
+    return False
+
+
 def member_pid(job_id, rank, workers):
     """The pid of the worker that runs `rank` of the job's current attempt (from the worker logs)."""
     for i, w in enumerate(workers):
@@ -226,18 +243,27 @@ try:
                 errors.append(f"stop-worker: the blocked peer did not exit for a restart: {exited}")
             workers = [w if w.poll() is None else start_worker(i) for i, w in enumerate(workers)]
 
-    # 3. SIGKILL the coordinator during block 2 and restart it on the same store.
-    out = f"{tmp}/killed-coordinator"
-    job_id = submit("long", out)
-    if not wait_blocks(job_id, 1):
-        errors.append("kill-coordinator: block 1 never finished")
-    else:
+    # 3. SIGKILL the coordinator during block 2 and restart it on the same store: at once, and only
+    # once rank 0 has finished every block and waits for it to commit.
+    for tag, back_late in (("kill-coordinator", False), ("kill-coordinator-late", True)):
+        out = f"{tmp}/{tag}"
+        job_id = submit("long", out)
+        if not wait_blocks(job_id, 1):
+            errors.append(f"{tag}: block 1 never finished")
+            continue
         resumed = resumptions()
         stop(coordinator, signal.SIGKILL)
-        coordinator = start_coordinator(2, "restarted")
-        check_done(job_id, "long", out, "after the coordinator was killed")
+        coordinator = None
+        if back_late:
+            if not wait_worker_log(f"of job {job_id}: the checkpoint is complete; waiting for the "
+                                   "coordinator", unless_exists=out):
+                errors.append(f"{tag}: rank 0 never waited for the coordinator to commit")
+            if os.path.exists(out):
+                errors.append(f"{tag}: the attempt committed without its coordinator")
+        coordinator = start_coordinator(2, tag)
+        check_done(job_id, "long", out, f"{tag}: after the coordinator was restarted")
         if resumptions() <= resumed:
-            errors.append("kill-coordinator: the restarted job did not resume from finished blocks")
+            errors.append(f"{tag}: the restarted job did not resume from finished blocks")
 
     # 4. Cancel mid-job: nothing at the output path.
     out = f"{tmp}/cancelled"

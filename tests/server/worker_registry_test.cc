@@ -77,6 +77,18 @@ TEST_F(WorkerRegistryTest, AssignsRanksInRegistrationOrderAndCompletes) {
   p.set_worker_id(a);
   p.mutable_block()->set_block(0);
   ASSERT_TRUE(registry_.ReportProgress(p).ok());
+  // Rank 0 of the current attempt may commit; the question is not a progress event.
+  v1::ReportProgressRequest commit;
+  commit.set_worker_id(a);
+  commit.set_attempt(attempt);
+  commit.set_ready_to_commit(true);
+  auto may_commit = registry_.ReportProgress(commit);
+  ASSERT_TRUE(may_commit.ok());
+  EXPECT_FALSE(may_commit->abort());
+  commit.set_attempt(attempt + 1);  // an attempt this coordinator does not run
+  EXPECT_TRUE(registry_.ReportProgress(commit)->abort());
+  commit.set_worker_id("a worker this coordinator does not know");  // it restarted
+  EXPECT_EQ(registry_.ReportProgress(commit).status().code(), absl::StatusCode::kNotFound);
 
   ASSERT_TRUE(registry_.ReportResult(Result(b, attempt, absl::StatusCode::kOk)).ok());
   auto rank0 = Result(a, attempt, absl::StatusCode::kOk);

@@ -305,5 +305,44 @@ TEST(QuantizePipelineTest, ARerunResumesFromTheLastFinishedBlockWithTheSameResul
   fs::remove_all(damaged);
 }
 
+// A writer that may not commit (the service's attempt is no longer current) leaves the output as it
+// was, no staging folder, and every block in the store: the run that replaces it reloads them all
+// and writes the same checkpoint.
+TEST(QuantizePipelineTest, ARefusedCommitLeavesTheOutputFreeAndTheBlocksForTheRerun) {
+  auto options = [](const std::string& out) {
+    QuantizeOptions o = DemoOptions(out);
+    o.eval_path.clear();
+    return o;
+  };
+  const std::string whole = TempDir("commit_whole");
+  ASSERT_TRUE(RunQuantize(options(whole)).ok());
+
+  const std::string out = TempDir("commit_refused");
+  fs::remove_all(out + ".blocks");
+  JobHooks hooks;
+  int asked = 0;
+  hooks.before_commit = [&] {
+    ++asked;
+    return absl::AbortedError("not the coordinator's attempt");
+  };
+  auto refused = RunQuantize(options(out), hooks);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kAborted);
+  EXPECT_NE(refused.status().message().find("not the coordinator's attempt"), absl::string_view::npos);
+  EXPECT_EQ(asked, 1);
+  EXPECT_FALSE(fs::exists(out)) << "a refused commit wrote the output";
+  EXPECT_TRUE(StagingFolders(out).empty()) << "a refused commit left its staging folder";
+
+  hooks.before_commit = [&] {
+    ++asked;
+    return absl::OkStatus();
+  };
+  auto rerun = RunQuantize(options(out), hooks);
+  ASSERT_TRUE(rerun.ok()) << rerun.status();
+  EXPECT_EQ(asked, 2);
+  EXPECT_EQ(rerun->resumed_blocks, 4);  // the demo model's every block
+  EXPECT_EQ(FileBytes(out + "/model.safetensors"), FileBytes(whole + "/model.safetensors"));
+  EXPECT_FALSE(fs::exists(out + ".blocks"));
+}
+
 }  // namespace
 }  // namespace ptq
