@@ -112,6 +112,24 @@ def exit_code(proc, timeout):
         return "timeout"
 
 
+def wait_for_layer(path, what, timeout=300):
+    """The first layer event in the `--json` watch output at `path` for which what(layer) holds;
+    None when the job ends (or `timeout` s pass) first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in read(path).splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                break  # the line being written
+            if "layer" in event and what(event["layer"]):
+                return event["layer"]
+            if event.get("state", {}).get("state") in FINAL:
+                return None
+        time.sleep(0.02)
+    return None
+
+
 def kill_and_restart(coordinator, tag):
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
@@ -140,11 +158,16 @@ try:
     watch, watch_files = follow("watch", "watch", job_id)
     logs, logs_files = follow("logs", "logs", "-f", job_id)
     followers += [watch, logs]
-    before = wait_until(job_id, lambda s: int(s.get("blocks_done", 0)) >= 1 and
-                        int(s.get("layers_done", 0)) % 7 >= 2)  # inside the next block
-    if before is None:
-        raise RuntimeError("the job never finished its first block")
-    blocks_before = int(before["blocks_done"])
+    # Inside a block after the first, two of its seven layers done. Read from the watch's own
+    # stream: one `ptq status` per poll is too slow on a loaded machine, and the whole job can pass
+    # between two polls.
+    layer = wait_for_layer(watch_files[0], lambda l: int(l.get("block", 0)) >= 1 and
+                           int(l.get("layers_done", 0)) % 7 >= 2)
+    if layer is None:
+        raise RuntimeError("the watch saw no layer past the first block before the job ended")
+    before = {"blocks_done": int(layer.get("block", 0)), "layers_done": int(layer["layers_done"]),
+              "num_blocks": int(layer["num_blocks"])}
+    blocks_before = before["blocks_done"]
     coordinator = kill_and_restart(coordinator, "second")
     for name, proc in (("watch", watch), ("logs -f", logs)):
         rc = exit_code(proc, 600)
