@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/coordinator_channel.h"
 #include "proto/ptq/v1/job_state.h"
 
 namespace ptq::client {
@@ -13,20 +14,6 @@ namespace {
 
 // Unary calls answer from the coordinator's memory or store; Submit also reads the model's config.
 constexpr std::chrono::seconds kUnaryDeadline(30);
-// gRPC's own reconnect backoff grows to 2 minutes by default, during which calls fail at once even
-// if the coordinator is back: keep it below our retry delays.
-constexpr int kMaxChannelBackoffMs = 2000;
-
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& address,
-                                          std::shared_ptr<grpc::ChannelCredentials> credentials) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 250);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxChannelBackoffMs);
-  return grpc::CreateCustomChannel(
-      address, credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(), args);
-}
-
 void SetDeadline(grpc::ClientContext& context) {
   context.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
 }
@@ -37,7 +24,7 @@ JobClient::JobClient(const std::string& address, std::string token,
                      std::shared_ptr<grpc::ChannelCredentials> credentials)
     : address_(address),
       token_(std::move(token)),
-      stub_(v1::JobService::NewStub(NewChannel(address, std::move(credentials)))) {}
+      stub_(v1::JobService::NewStub(NewCoordinatorChannel(address, std::move(credentials)))) {}
 
 std::unique_ptr<grpc::ClientContext> JobClient::NewContext(bool deadline) const {
   auto context = std::make_unique<grpc::ClientContext>();

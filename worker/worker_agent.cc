@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/coordinator_channel.h"
 #include "common/metric_names.h"
 #include "common/model_fingerprint.h"
 #include "common/version.h"
@@ -40,7 +41,7 @@ class Agent {
         std::shared_ptr<grpc::ChannelCredentials> credentials)
       : options_(options),
         stop_(stop),
-        stub_(v1::WorkerService::NewStub(grpc::CreateChannel(options.coordinator, credentials))) {}
+        stub_(v1::WorkerService::NewStub(NewCoordinatorChannel(options.coordinator, credentials))) {}
 
   absl::Status Run() {
     while (!stop_.load()) {
