@@ -7,6 +7,7 @@ Usage: bench/worker_reconnect.py COORDINATOR WORKER [WORKER ...] [--down S] [--r
 """
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -62,6 +63,7 @@ def once(worker_bin):
             p.send_signal(signal.SIGTERM)
         for p in workers + [c]:
             p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 print(f"coordinator down {args.down:.0f} s, then restarted; seconds until both workers registered again")
